@@ -1,0 +1,17 @@
+"""Maps a config's `task` to the library function that runs it."""
+
+import importlib
+
+# task name -> "module:function"; each function is `train_and_evaluate(config, workdir)`.
+TASKS = {
+    "toy_search": "darts_jax.toy_search:train_and_evaluate",
+}
+
+
+def run(config, workdir):
+  """Runs `config.task` with `workdir` for its outputs."""
+  if config.task not in TASKS:
+    raise SystemExit(f"Unknown task {config.task!r} in the config; known tasks: "
+                     f"{', '.join(sorted(TASKS))}.")
+  module, function = TASKS[config.task].split(":")
+  return getattr(importlib.import_module(module), function)(config, workdir)

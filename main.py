@@ -1,0 +1,31 @@
+"""darts_jax command line: `python main.py --config configs/<experiment>.py [--config.x=y]`."""
+
+import os
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from darts_jax import tasks
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "Where outputs go (default: ./runs/<config name>-<time>).")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  config = _CONFIG.value
+  workdir = _WORKDIR.value
+  if workdir is None:
+    name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
+    workdir = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+  tasks.run(config, workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)
