@@ -1,0 +1,182 @@
+"""Compile time, step time and peak memory of the DARTS CNN search step.
+
+    python benchmarks/search_step.py                       # all methods, batch 64 and 16
+    python benchmarks/search_step.py --methods exact --batches 16 --steps 3
+
+One step = the alpha step (first order, exact second order or DARTS' finite difference) and
+the weight step, at the paper's size (C=16, 8 cells, 32x32, CIFAR-10 classes). Each
+configuration runs in a fresh subprocess so its peak RSS is its own: once with an empty
+persistent compilation cache (cold compile) and once more reading that cache (warm start).
+Results: benchmarks/results/search_step.json and a markdown table on stdout. Also reports,
+with --fd-error, the float64 relative error of the finite-difference hypergradient against the
+exact one on a small supernet.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER_FLOPS_PER_IMAGE = 2 * 300.3e6  # one supernet forward, official count of mult-adds
+
+
+def run_one(args):
+  """Measures one (method, batch) in this process and prints a JSON line."""
+  import jax
+  if args.cache_dir:
+    jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  import jax.numpy as jnp
+  from darts_jax import search, supernet
+
+  model = supernet.SearchNetwork(channels=args.channels, layers=args.layers)
+  weights, batch_stats = supernet.init_supernet(model, seed=0)
+  alphas = supernet.init_alphas(jax.random.PRNGKey(1))
+  weight_opt, inner_opt, alpha_opt = search.make_optimizers()
+  state = search.init_search_state(weights, batch_stats, alphas, weight_opt, alpha_opt)
+  step = jax.jit(search.make_search_step(model, weight_opt, inner_opt, alpha_opt, args.method),
+                 donate_argnums=0)
+  key = jax.random.PRNGKey(2)
+  batch = lambda k: {"images": jax.random.normal(k, (args.batch, 32, 32, 3)),
+                     "labels": jax.random.randint(k, (args.batch,), 0, 10)}
+  train, val = batch(key), batch(jax.random.fold_in(key, 1))
+
+  start = time.perf_counter()
+  lowered = step.lower(state, train, val)
+  lower_s = time.perf_counter() - start
+  start = time.perf_counter()
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - start
+  times = []
+  for i in range(args.steps + 1 if args.steps else 0):
+    start = time.perf_counter()
+    state, metrics = compiled(state, train, val)
+    jax.block_until_ready(metrics)
+    if i:  # the first call pays one-off allocation costs
+      times.append(time.perf_counter() - start)
+  record = {"method": args.method, "batch": args.batch, "lower_s": lower_s,
+            "compile_s": compile_s, "step_s": statistics.median(times) if times else None,
+            "steps_timed": len(times),
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+  if times:
+    record["images_per_s"] = args.batch / record["step_s"]
+  print("RESULT " + json.dumps(record), flush=True)
+
+
+def fd_error():
+  """float64: relative error of DARTS' finite difference vs the exact hypergradient."""
+  import jax
+  jax.config.update("jax_enable_x64", True)
+  import jax.numpy as jnp
+  import numpy as np
+  from darts_jax import hypergradient, search, supernet
+
+  model = supernet.SearchNetwork(channels=4, layers=5)
+  weights, batch_stats = supernet.init_supernet(model, seed=0, image_shape=(16, 16, 3))
+  to64 = lambda t: jax.tree.map(lambda x: x.astype(jnp.float64), t)
+  weights, batch_stats = to64(weights), to64(batch_stats)
+  alphas = to64(supernet.init_alphas(jax.random.PRNGKey(1)))
+  weight_opt, inner_opt, alpha_opt = search.make_optimizers()
+  opt_state = weight_opt.init(weights)
+  loss_fn = search.make_loss_fn(model)
+  key = jax.random.PRNGKey(3)
+  batch = lambda k: {"images": jax.random.normal(k, (8, 16, 16, 3), jnp.float64),
+                     "labels": jax.random.randint(k, (8,), 0, 10),
+                     "batch_stats": batch_stats}
+  # A few real weight steps first, so the momentum buffer is not zero.
+  for i in range(3):
+    g = jax.grad(lambda w: loss_fn(w, alphas, batch(jax.random.fold_in(key, i)))[0])(weights)
+    updates, opt_state = weight_opt.update(g, opt_state, weights)
+    weights = jax.tree.map(lambda w, u: w + u, weights, updates)
+  train, val = batch(jax.random.fold_in(key, 10)), batch(jax.random.fold_in(key, 11))
+  flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
+  hg = lambda **kw: flat(jax.jit(lambda w, a: hypergradient(
+      loss_fn, w, a, train, val, inner_opt, opt_state[1], has_aux=True, **kw)[0])(weights,
+                                                                                 alphas))
+  exact = hg(method="exact")
+  out = {}
+  for name, kw in {"finite_difference_r0.01": dict(method="finite_difference"),
+                   "first_order": dict(method="first_order")}.items():
+    out[name] = float(np.linalg.norm(hg(**kw) - exact) / np.linalg.norm(exact))
+  out["exact_reverse_over_reverse"] = float(
+      np.linalg.norm(hg(method="exact", exact_mode="reverse_over_reverse") - exact)
+      / np.linalg.norm(exact))
+  return out
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--methods", default="first_order,exact,finite_difference")
+  parser.add_argument("--batches", default="64,16")
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--channels", type=int, default=16)
+  parser.add_argument("--layers", type=int, default=8)
+  parser.add_argument("--fd-error", action="store_true")
+  parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
+                                                    "search_step.json"))
+  # Internal: one measurement in this process.
+  parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--method", help=argparse.SUPPRESS)
+  parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+  parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.one:
+    return run_one(args)
+
+  rows = []
+  for batch in [int(b) for b in args.batches.split(",")]:
+    for method in args.methods.split(","):
+      with tempfile.TemporaryDirectory() as cache:
+        row = {}
+        for phase, steps in (("cold", args.steps), ("warm", 0)):
+          cmd = [sys.executable, __file__, "--one", "--method", method, "--batch", str(batch),
+                 "--steps", str(steps), "--cache-dir", cache, "--channels", str(args.channels),
+                 "--layers", str(args.layers)]
+          out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+          lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+          if out.returncode or not lines:
+            sys.exit(f"{method} batch {batch} failed:\n{out.stderr[-3000:]}")
+          result = json.loads(lines[-1][len("RESULT "):])
+          if phase == "cold":
+            row = result
+          else:
+            row["warm_compile_s"] = result["compile_s"]
+            row["warm_lower_s"] = result["lower_s"]
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+
+  import jax
+  record = {"benchmark": "search_step", "channels": args.channels, "layers": args.layers,
+            "jax": jax.__version__, "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
+            "machine": platform.machine(), "processor": platform.processor(), "rows": rows}
+  if args.fd_error:
+    record["fd_error"] = fd_error()
+    print(json.dumps(record["fd_error"]))
+  os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(record, f, indent=1)
+
+  print("\n| method | batch | lower (s) | cold compile (s) | warm start (s) | step (s) | "
+        "images/s | peak RSS (GB) | GFLOP/s (paper count) |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  for r in rows:
+    # Forward + backward ~ 3 forwards; a first-order step is 2 of those, the exact and
+    # finite-difference steps about 4 (see benchmarks/README.md).
+    passes = 2 if r["method"] == "first_order" else 4
+    gflops = (3 * passes * PAPER_FLOPS_PER_IMAGE * r["batch"] / r["step_s"] / 1e9
+              if r["step_s"] else float("nan"))
+    print(f"| {r['method']} | {r['batch']} | {r['lower_s']:.1f} | {r['compile_s']:.1f} | "
+          f"{r['warm_lower_s'] + r['warm_compile_s']:.1f} | {r['step_s']:.2f} | "
+          f"{r.get('images_per_s', float('nan')):.1f} | {r['peak_rss_gb']:.2f} | {gflops:.1f} |")
+
+
+if __name__ == "__main__":
+  main()

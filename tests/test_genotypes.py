@@ -1,0 +1,134 @@
+"""Genotypes: published cells, JSON round trip, derivation from hand-built alphas, errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from darts_jax import genotypes
+from darts_jax.genotypes import (DARTS_V1, DARTS_V2, PRIMITIVES, Genotype, GenotypeError,
+                                 derive_genotype, edge_index)
+
+
+def test_primitives_and_edges_follow_the_reference():
+  assert PRIMITIVES == ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+                        "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+  assert genotypes.NUM_EDGES == 14
+  assert [edge_index(i, j) for i in range(4) for j in range(2 + i)] == list(range(14))
+
+
+def test_published_genotypes():
+  assert DARTS_V2.normal[:4] == (("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+                                 ("sep_conv_3x3", 0), ("sep_conv_3x3", 1))
+  assert DARTS_V2.normal[7] == ("dil_conv_3x3", 2)
+  assert DARTS_V2.reduce[7] == ("max_pool_3x3", 1)
+  assert DARTS_V1.normal[0] == ("sep_conv_3x3", 1)
+  assert DARTS_V1.reduce[7] == ("avg_pool_3x3", 0)
+  for g in (DARTS_V1, DARTS_V2):
+    assert g.validate() is g
+    assert g.normal_concat == g.reduce_concat == (2, 3, 4, 5)
+
+
+@pytest.mark.parametrize("genotype", [DARTS_V1, DARTS_V2])
+def test_json_round_trip(genotype):
+  text = genotype.to_json()
+  data = json.loads(text)
+  assert data["normal"][0] == list(genotype.normal[0])
+  assert data["normal_concat"] == [2, 3, 4, 5]
+  assert Genotype.from_json(text) == genotype
+
+
+def alphas_for(cell, strengths):
+  """Alpha logits where the pair n of `cell` has logit strengths[n]; everything else 0."""
+  alpha = np.zeros((14, 8))
+  for n, (op, src) in enumerate(cell):
+    alpha[edge_index(n // 2, src), PRIMITIVES.index(op)] = strengths[n]
+  return alpha
+
+
+def test_derivation_recovers_a_cell_and_lists_strongest_first():
+  # Strengths decrease within each node, so the official order is the listed order.
+  strengths = [5, 4] * 4
+  g = derive_genotype(alphas_for(DARTS_V2.normal, strengths),
+                      alphas_for(DARTS_V1.reduce, strengths))
+  assert g.normal == DARTS_V2.normal
+  assert g.reduce == DARTS_V1.reduce
+  assert g.normal_concat == (2, 3, 4, 5)
+  # Swap the strengths of node 0's pair: the stronger input is listed first.
+  swapped = derive_genotype(alphas_for(DARTS_V2.normal, [4, 5] + [5, 4] * 3),
+                            np.zeros((14, 8)))
+  assert swapped.normal[:2] == (("sep_conv_3x3", 1), ("sep_conv_3x3", 0))
+
+
+def test_derivation_ignores_none_but_keeps_it_in_the_softmax():
+  alpha = np.zeros((14, 8))
+  # Node 0: input 0 has a huge `none` and a modest conv; input 1 a slightly smaller conv.
+  alpha[0, PRIMITIVES.index("none")] = 10.0
+  alpha[0, PRIMITIVES.index("sep_conv_5x5")] = 2.0
+  alpha[1, PRIMITIVES.index("dil_conv_5x5")] = 1.5
+  g = derive_genotype(alpha, alpha)
+  # `none` is never chosen; but softmax row 0 is dominated by `none`, so input 0's best
+  # non-none weight (softmax) is smaller than input 1's: input 1 comes first.
+  assert g.normal[:2] == (("dil_conv_5x5", 1), ("sep_conv_5x5", 0))
+  assert all(op != "none" for op, _ in g.normal)
+
+
+def test_derivation_ties():
+  # All zero: every weight equal. Inputs tie -> lower index first; ops tie -> first op
+  # after `none` (max_pool_3x3).
+  g = derive_genotype(np.zeros((14, 8)), np.zeros((14, 8)))
+  assert g.normal == (("max_pool_3x3", 0), ("max_pool_3x3", 1)) * 4
+  # Node 3: inputs 2 and 4 tie for the strongest: 2 wins the tie, 4 comes second.
+  alpha = np.zeros((14, 8))
+  # Equal softmax rows for inputs 2 and 4, each with two tied ops: the first op wins.
+  alpha[edge_index(3, 4), PRIMITIVES.index("skip_connect")] = 3.0
+  alpha[edge_index(3, 4), PRIMITIVES.index("max_pool_3x3")] = 3.0
+  alpha[edge_index(3, 2), PRIMITIVES.index("sep_conv_3x3")] = 3.0
+  alpha[edge_index(3, 2), PRIMITIVES.index("dil_conv_3x3")] = 3.0
+  g = derive_genotype(alpha, alpha)
+  assert g.normal[6:] == (("sep_conv_3x3", 2), ("max_pool_3x3", 4))
+
+
+def test_derivation_rejects_wrong_shapes():
+  with pytest.raises(ValueError, match="shape"):
+    derive_genotype(np.zeros((14, 7)), np.zeros((14, 8)))
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{not json", "malformed"),
+    ('{"normal": []}', "exactly the keys"),
+    ('[1, 2]', "exactly the keys"),
+])
+def test_malformed_json_raises_clear_errors(text, message):
+  with pytest.raises(GenotypeError, match=message):
+    Genotype.from_json(text)
+
+
+def test_unknown_op_and_bad_inputs_raise_clear_errors():
+  data = json.loads(DARTS_V2.to_json())
+  data["normal"][3] = ["sep_conv_7x7", 1]
+  with pytest.raises(GenotypeError, match="Unknown op 'sep_conv_7x7' in Genotype.normal"):
+    Genotype.from_json(json.dumps(data))
+  data = json.loads(DARTS_V2.to_json())
+  data["reduce"][0] = ["max_pool_3x3", 2]  # node 0 only has inputs 0 and 1
+  with pytest.raises(GenotypeError, match="node 0 can only take inputs 0..1"):
+    Genotype.from_json(json.dumps(data))
+  data = json.loads(DARTS_V2.to_json())
+  data["normal"][0] = ["sep_conv_3x3"]
+  with pytest.raises(GenotypeError, match="wrong shape"):
+    Genotype.from_json(json.dumps(data))
+  data = json.loads(DARTS_V2.to_json())
+  data["normal_concat"] = [2, 9]
+  with pytest.raises(GenotypeError, match="normal_concat"):
+    Genotype.from_json(json.dumps(data))
+
+
+def test_genotype_from_name_or_file(tmp_path):
+  assert genotypes.genotype_from_name_or_file("DARTS_V1") == DARTS_V1
+  path = tmp_path / "genotype.json"
+  path.write_text(DARTS_V2.to_json())
+  assert genotypes.genotype_from_name_or_file(str(path)) == DARTS_V2
+  with pytest.raises(GenotypeError, match="not found"):
+    genotypes.genotype_from_name_or_file(str(tmp_path / "missing.json"))
+  with pytest.raises(GenotypeError, match="Unknown genotype 'DARTS_V9'"):
+    genotypes.genotype_from_name_or_file("DARTS_V9")

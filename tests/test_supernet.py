@@ -1,0 +1,105 @@
+"""The fast supernet against the per-edge reference: outputs, BN statistics and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import reference_supernet
+from darts_jax import supernet
+
+
+def test_paper_supernet_has_exactly_1930618_weights():
+  model = supernet.SearchNetwork()  # C=16, 8 cells, 10 classes
+  alphas = supernet.init_alphas(jax.random.PRNGKey(0))
+  assert alphas["normal"].shape == alphas["reduce"].shape == (14, 8)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
+                                             alphas))
+  assert sum(np.prod(x.shape) for x in jax.tree.leaves(shapes["params"])) == 1_930_618
+
+
+def test_init_supernet_follows_pytorch_defaults():
+  model = supernet.SearchNetwork(channels=4, layers=3)
+  weights, stats = supernet.init_supernet(model, seed=0, image_shape=(8, 8, 3))
+  dw = weights["cell_0"]["edges_from_0"]["sep_conv_5x5_dw1"]
+  assert dw.shape == (4, 5, 5, 4) and 0.15 < float(jnp.abs(dw).max()) <= 1 / 5
+  pw = weights["cell_0"]["edges_from_0"]["sep_conv_5x5_pw1"]
+  assert 0.3 < float(jnp.abs(pw).max()) <= 1 / 2  # fan-in 4 per edge, not 16
+  assert float(jnp.abs(weights["stem_conv"]).max()) <= 1 / np.sqrt(27)
+  np.testing.assert_array_equal(weights["stem_bn"]["scale"], 1.0)
+  assert all(float(jnp.abs(x).max()) in (0.0, 1.0) for x in jax.tree.leaves(stats))
+  again, _ = supernet.init_supernet(model, seed=0, image_shape=(8, 8, 3))
+  assert all(bool(jnp.all(a == b)) for a, b in zip(jax.tree.leaves(weights),
+                                                   jax.tree.leaves(again)))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  """3 cells (normal, reduction, reduction after reduction), C=4, 8x8 images, float64."""
+  with jax.enable_x64(True):
+    model_args = dict(channels=4, layers=3)
+    weights, stats = supernet.init_supernet(supernet.SearchNetwork(**model_args), seed=0,
+                                            image_shape=(8, 8, 3))
+    to64 = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), t)
+    key = jax.random.PRNGKey(1)
+    # Non-trivial running statistics and alphas far from uniform.
+    stats = jax.tree.map(lambda x: x + 0.1 * jnp.abs(jax.random.normal(key, x.shape)), stats)
+    alphas = jax.tree.map(lambda x: 1e3 * x, supernet.init_alphas(key))
+    images = jax.random.normal(jax.random.PRNGKey(2), (3, 8, 8, 3), jnp.float64)
+    labels = jnp.array([1, 7, 3])
+    yield model_args, to64(weights), to64(stats), to64(alphas), images, labels
+
+
+def losses(model_args, impl, labels):
+  model = supernet.SearchNetwork(**model_args, impl=impl)
+
+  def fast(weights, stats, alphas, images):
+    logits, new = model.apply({"params": weights, "batch_stats": stats}, images, alphas,
+                              train=True, mutable=["batch_stats"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), (
+        logits, new["batch_stats"])
+
+  def reference(weights, stats, alphas, images):
+    logits, new = reference_supernet.network(weights, stats, images, alphas,
+                                             model_args["layers"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), (logits, new)
+
+  return fast, reference
+
+
+@pytest.mark.parametrize("impl", ["dense", "grouped"])
+def test_fast_supernet_matches_per_edge_reference(tiny, impl):
+  model_args, weights, stats, alphas, images, labels = tiny
+  with jax.enable_x64(True):
+    fast, reference = losses(model_args, impl, labels)
+    grad = lambda f: jax.jit(jax.value_and_grad(f, argnums=(0, 2), has_aux=True))(
+        weights, stats, alphas, images)
+    (loss, (logits, new_stats)), grads = grad(fast)
+    (ref_loss, (ref_logits, ref_stats)), ref_grads = grad(reference)
+
+  np.testing.assert_allclose(logits, ref_logits, rtol=1e-9, atol=1e-12)
+  assert jax.tree.structure(new_stats) == jax.tree.structure(stats)
+  for a, b in zip(jax.tree.leaves(new_stats), jax.tree.leaves(ref_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+  # The statistics moved: the comparison above is not of two untouched copies.
+  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(new_stats),
+                                                   jax.tree.leaves(stats)))
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
+  assert float(jnp.abs(grads[1]["normal"]).max()) > 1e-6  # alpha gradients are not trivial
+  assert float(jnp.abs(grads[1]["reduce"]).max()) > 1e-6
+
+
+def test_eval_mode_uses_running_statistics(tiny):
+  model_args, weights, stats, alphas, images, _ = tiny
+  with jax.enable_x64(True):
+    model = supernet.SearchNetwork(**model_args)
+    apply = jax.jit(lambda s, x: model.apply({"params": weights, "batch_stats": s}, x, alphas,
+                                             train=False))
+    logits = apply(stats, images)
+    # In eval mode one image's logits do not depend on the rest of the batch...
+    np.testing.assert_allclose(apply(stats, images[:1])[0], logits[0], rtol=1e-9)
+    # ...but they do depend on the running statistics.
+    moved = jax.tree.map(lambda x: x * 1.5, stats)
+    assert not np.allclose(apply(moved, images), logits)
