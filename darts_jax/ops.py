@@ -47,47 +47,12 @@ def conv2d(x, kernel, stride=1, dilation=1, groups=1):
                                   dimension_numbers=_DIMENSIONS, feature_group_count=groups)
 
 
-def separable_replicated(x, dw, pw, stride, dilation, impl):
-  """E depthwise(k x k) -> 1x1 units applied to the same input.
-
-  Args:
-    x: (N, H, W, C), shared by all E units.
-    dw: (E, k, k, C) depthwise kernels.
-    pw: (E, C, D) pointwise kernels.
-  Returns:
-    (N, H', W', E, D).
-  """
-  e, k, _, c = dw.shape
-  d = pw.shape[-1]
+def separable(x, dw, pw, stride, dilation, impl):
+  """Depthwise k x k (stride, dilation) then 1x1: dw (k, k, C), pw (C, D)."""
   if impl == "dense":
-    kernel = jnp.einsum("eabc,ecd->abced", dw, pw).reshape(k, k, c, e * d)
-    y = conv2d(x, kernel, stride, dilation)
-    return y.reshape(*y.shape[:3], e, d)
-  x = jnp.broadcast_to(x[..., None, :], (*x.shape[:3], e, c))
-  return separable_separate(x, dw, pw, stride, dilation, impl)
-
-
-def separable_separate(x, dw, pw, stride, dilation, impl):
-  """E depthwise(k x k) -> 1x1 units, unit e applied to x[..., e, :].
-
-  Args:
-    x: (N, H, W, E, C).
-    dw: (E, k, k, C); pw: (E, C, D).
-  Returns:
-    (N, H', W', E, D).
-  """
-  n, h, w, e, c = x.shape
-  k = dw.shape[1]
-  if impl == "dense":
-    kernels = jnp.einsum("eabc,ecd->eabcd", dw, pw)
-    # One dense convolution per unit: a grouped convolution (feature_group_count=E), which is
-    # what vmap would produce, is slower than the E dense ones on CPU.
-    return jnp.stack([conv2d(x[..., i, :], kernels[i], stride, dilation) for i in range(e)],
-                     axis=3)
-  depthwise = jnp.transpose(dw, (1, 2, 0, 3)).reshape(k, k, 1, e * c)
-  y = conv2d(x.reshape(n, h, w, e * c), depthwise, stride, dilation, groups=e * c)
-  y = y.reshape(*y.shape[:3], e, c)
-  return jnp.einsum("nhwec,ecd->nhwed", y, pw)
+    return conv2d(x, jnp.einsum("abc,cd->abcd", dw, pw), stride, dilation)
+  y = conv2d(x, dw[:, :, None, :], stride, dilation, groups=x.shape[-1])
+  return y @ pw
 
 
 def max_pool_3x3(x, stride):
@@ -105,49 +70,45 @@ def avg_pool_3x3(x, stride):
 
 
 def factorized_reduce_convs(x, conv1, conv2):
-  """ReLU, then two 1x1 stride-2 convs on x and on x shifted by one pixel, concatenated.
-
-  Args:
-    x: (N, H, W, C).
-    conv1, conv2: (..., C, D/2) kernels; leading axes (e.g. an edge axis E) are kept.
-  Returns:
-    (N, H/2, W/2, ..., D).
-  """
+  """ReLU, then two 1x1 stride-2 convs (C, D/2) on x and on x shifted by one pixel, concat."""
   x = jax.nn.relu(x)
-  a = jnp.einsum("nhwc,...cd->nhw...d", x[:, ::2, ::2], conv1)
-  b = jnp.einsum("nhwc,...cd->nhw...d", x[:, 1::2, 1::2], conv2)
-  return jnp.concatenate([a, b], axis=-1)
+  return jnp.concatenate([x[:, ::2, ::2] @ conv1, x[:, 1::2, 1::2] @ conv2], axis=-1)
+
+
+def batch_norm(x, mean, var, *, train, feature_ndim=1, momentum=0.1, epsilon=1e-5):
+  """Batch norm over every axis of x but the trailing `feature_ndim`, PyTorch's conventions.
+
+  Returns `(y, (new_mean, new_var))`: in training mode the batch statistics normalise and
+  the running ones move by `momentum` (0.1, flax's 0.9) with the unbiased variance; in
+  evaluation mode the running statistics normalise and are returned unchanged.
+  """
+  axes = tuple(range(x.ndim - feature_ndim))
+  if not train:
+    return (x - mean.astype(x.dtype)) * lax.rsqrt(var.astype(x.dtype) + epsilon), (mean, var)
+  batch_mean = jnp.mean(x, axes)
+  batch_var = jnp.mean(jnp.square(x - batch_mean), axes)
+  y = (x - batch_mean) * lax.rsqrt(batch_var + epsilon)
+  count = math.prod(x.shape[a] for a in axes)
+  new_mean = (1 - momentum) * mean + momentum * lax.stop_gradient(batch_mean)
+  new_var = (1 - momentum) * var + momentum * lax.stop_gradient(batch_var) * count / (count - 1)
+  return y, (new_mean.astype(mean.dtype), new_var.astype(var.dtype))
 
 
 class BatchNorm(nn.Module):
-  """Batch norm over every axis but the trailing `feature_ndim`, with PyTorch's conventions.
-
-  Momentum 0.1 on the running statistics (flax's 0.9), eps 1e-5, the running variance
-  unbiased. The search network uses it without affine parameters.
-  """
+  """`batch_norm` with its running statistics in the "batch_stats" collection."""
 
   feature_ndim: int = 1
   affine: bool = False
-  momentum: float = 0.1
-  epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, x, train: bool):
     features = x.shape[x.ndim - self.feature_ndim:]
-    axes = tuple(range(x.ndim - self.feature_ndim))
     ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
     ra_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
-    if train:
-      mean = jnp.mean(x, axes)
-      var = jnp.mean(jnp.square(x - mean), axes)
-      if self.is_mutable_collection("batch_stats") and not self.is_initializing():
-        count = math.prod(x.shape[a] for a in axes)
-        m = self.momentum
-        ra_mean.value = (1 - m) * ra_mean.value + m * lax.stop_gradient(mean)
-        ra_var.value = (1 - m) * ra_var.value + m * lax.stop_gradient(var) * count / (count - 1)
-    else:
-      mean, var = ra_mean.value.astype(x.dtype), ra_var.value.astype(x.dtype)
-    y = (x - mean) * lax.rsqrt(var + self.epsilon)
+    y, (mean, var) = batch_norm(x, ra_mean.value, ra_var.value, train=train,
+                                feature_ndim=self.feature_ndim)
+    if train and self.is_mutable_collection("batch_stats") and not self.is_initializing():
+      ra_mean.value, ra_var.value = mean, var
     if self.affine:
       y = y * self.param("scale", nn.initializers.ones, features, jnp.float32) + self.param(
           "bias", nn.initializers.zeros, features, jnp.float32)

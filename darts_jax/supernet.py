@@ -7,27 +7,27 @@
 
 with `alphas = {"normal": (14, 8), "reduce": (14, 8)}` an input, not module state.
 
-Layout. A cell has 14 edges; edge (node i, state j) carries a mixed op over the 8 PRIMITIVES.
-Instead of one module per op per edge, the edges are grouped by their *source* state: the
-edges leaving state j (to every later node) share their input, so
-  * the parameter-free ops (max/avg pool + BN) are computed once per source, not per edge;
-  * the first depthwise+pointwise stage of every conv op of all those edges is ONE dense
-    convolution with the edges' kernels side by side (on CPU), or one depthwise convolution;
-  * every parameter of the E edges of a source is one stacked array, (E, ...).
-So a cell is 5 source groups (E = 4, 4, 3, 2, 1 edges) instead of 14 x 8 op modules, and the
-compiled program stays small. `MixedEdges_j` holds the edges leaving state j in target-node
-order; `darts_jax.genotypes.edge_index(node, j)` gives the matching row of alphas.
+Layout. A naive supernet builds one module per op per edge (8 cells x 14 edges x 8 ops), and
+XLA compiles every one of them separately: minutes on CPU. Here a cell stacks the weights and
+BN statistics of its 14 edges, `(14, ...)` in the order of the alpha rows
+(`genotypes.edge_index`), and runs the edges in a `lax.scan` whose body is one mixed op
+(`mixed_edge`), so the compiled program holds one mixed op per cell. Within it, same-shaped
+outputs share their BN call, and on CPU each depthwise + 1x1 pair is one dense convolution
+(see `darts_jax.ops`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from darts_jax import ops
 from darts_jax.genotypes import NUM_EDGES, PRIMITIVES, STEPS, edge_index
@@ -41,61 +41,64 @@ _CONV_OPS = {  # name: (kernel, dilation, stages); the two-stage ops first
 _COLUMN = {name: k for k, name in enumerate(PRIMITIVES)}
 
 
-class MixedEdges(nn.Module):
-  """The mixed ops of the E edges leaving one state, all applied to that state.
+def mixed_edge(x, weights, params, stats, *, stride, impl, train):
+  """One edge: sum_k softmax(alpha)[k] * op_k(x), in the order of PRIMITIVES.
 
-  Attributes:
-    num_edges: E.
-    stride: 2 for the edges leaving a reduction cell's inputs, else 1.
-    impl: depthwise formulation, see `darts_jax.ops`.
+  Args:
+    x: (N, H, W, C) input state.
+    weights: (8,) softmax(alpha) row of the edge.
+    params: the edge's weights, `{op}_dw1/pw1` (and `dw2/pw2` for the separable convs),
+      plus `skip_conv1/2` at stride 2.
+    stats: running BN statistics, `bn1` (6, C) for the first BN of max pool, avg pool and
+      the 4 conv ops, `bn2` (2, C) for the separable convs' second BN, `skip_bn` at stride 2.
+  Returns:
+    (N, H', W', C) and the new statistics.
+  """
+  new = {}
+  relu_x = jax.nn.relu(x)
+  first = [ops.max_pool_3x3(x, stride), ops.avg_pool_3x3(x, stride)] + [
+      ops.separable(relu_x, params[f"{op}_dw1"], params[f"{op}_pw1"], stride, dilation, impl)
+      for op, (_, dilation, _) in _CONV_OPS.items()]
+  # Same-shaped outputs share one BN call over a stacked op axis (per-channel statistics
+  # are unchanged by stacking), which halves the kernels XLA compiles.
+  first, new["bn1"] = _bn(jnp.stack(first, axis=-2), stats["bn1"], train)
+  second = [ops.separable(jax.nn.relu(first[..., 2 + i, :]), params[f"{op}_dw2"],
+                          params[f"{op}_pw2"], 1, dilation, impl)
+            for i, (op, (_, dilation, stages)) in enumerate(_CONV_OPS.items()) if stages == 2]
+  second, new["bn2"] = _bn(jnp.stack(second, axis=-2), stats["bn2"], train)
+  if stride == 1:
+    skip = x
+  else:
+    skip, new["skip_bn"] = _bn(ops.factorized_reduce_convs(x, params["skip_conv1"],
+                                                           params["skip_conv2"]),
+                               stats["skip_bn"], train)
+  # `none` is zero: it adds nothing, though its weight takes its share of the softmax.
+  outputs = jnp.stack([first[..., 0, :], first[..., 1, :], skip, second[..., 0, :],
+                       second[..., 1, :], first[..., 4, :], first[..., 5, :]], axis=-2)
+  return jnp.einsum("nhwkc,k->nhwc", outputs, weights[1:]), new
+
+
+def _bn(x, stats, train):
+  y, (mean, var) = ops.batch_norm(x, stats["mean"], stats["var"], train=train,
+                                  feature_ndim=x.ndim - 3)
+  return y, {"mean": mean, "var": var}
+
+
+def _scan_edges(edge_fn, buffer, sources, read, write, xs):
+  """Runs `edge_fn` over stacked edges in order, adding each output to buffer[write].
+
+  One loop body serves every edge, so XLA compiles the mixed op once per cell rather than
+  once per edge. `x` is `sources[read]`, or `buffer[read]` when sources is None.
   """
 
-  num_edges: int
-  stride: int
-  impl: str
+  def body(buffer, inputs):
+    r, w, per_edge = inputs
+    x = lax.dynamic_index_in_dim(buffer if sources is None else sources, r, keepdims=False)
+    y, new_stats = edge_fn(x, *per_edge)
+    total = lax.dynamic_index_in_dim(buffer, w, keepdims=False) + y
+    return lax.dynamic_update_index_in_dim(buffer, total, w, 0), new_stats
 
-  @nn.compact
-  def __call__(self, x, weights, train: bool):
-    """x: (N, H, W, C); weights: (E, 8) softmax(alpha) rows. Returns (N, H', W', E, C).
-
-    Ops of the same shape share one BN call over a stacked op axis (per-channel statistics
-    are unchanged by stacking), which keeps the number of compiled kernels down.
-    """
-    e, c = self.num_edges, x.shape[-1]
-    bn = lambda name, y: ops.BatchNorm(feature_ndim=y.ndim - 3, name=name)(y, train)
-    column = lambda op: weights[:, _COLUMN[op]]  # (E,)
-
-    # `none` is zero: it adds nothing (its weight still takes its share of the softmax).
-    # Pools have no parameters, so one pooled map (and its BN) serves every edge.
-    pools = bn("pool_bn", jnp.stack([ops.max_pool_3x3(x, self.stride),
-                                     ops.avg_pool_3x3(x, self.stride)], axis=-2))
-    out = jnp.einsum("nhwpc,pe->nhwec", pools,
-                     jnp.stack([column("max_pool_3x3"), column("avg_pool_3x3")]))
-    if self.stride == 1:
-      out += column("skip_connect")[:, None] * x[..., None, :]
-    else:
-      conv = lambda name: _param(self, name, (e, c, c // 2))
-      reduced = ops.factorized_reduce_convs(x, conv("skip_conv1"), conv("skip_conv2"))
-      out += column("skip_connect")[:, None] * bn("skip_bn", reduced)
-
-    # Stage 1 of every conv op: ReLU -> depthwise (stride) -> 1x1 -> BN.
-    relu_x = jax.nn.relu(x)
-    dw = lambda op, stage, k: _param(self, f"{op}_dw{stage}", (e, k, k, c))
-    pw = lambda op, stage: _param(self, f"{op}_pw{stage}", (e, c, c))
-    stage1 = bn("bn1", jnp.stack([
-        ops.separable_replicated(relu_x, dw(op, 1, k), pw(op, 1), self.stride, dilation,
-                                 self.impl)
-        for op, (k, dilation, _) in _CONV_OPS.items()], axis=-3))  # (N, H', W', 4, E, C)
-    # Stage 2 of the separable convs: ReLU -> depthwise -> 1x1 -> BN.
-    stage2 = bn("bn2", jnp.stack([
-        ops.separable_separate(jax.nn.relu(stage1[..., i, :, :]), dw(op, 2, k), pw(op, 2), 1,
-                               dilation, self.impl)
-        for i, (op, (k, dilation, stages)) in enumerate(_CONV_OPS.items()) if stages == 2],
-        axis=-3))  # (N, H', W', 2, E, C)
-    finals = [stage2[..., 0, :, :], stage2[..., 1, :, :], stage1[..., 2, :, :],
-              stage1[..., 3, :, :]]
-    mix = jnp.stack([column(op) for op in _CONV_OPS])  # (4, E)
-    return out + jnp.einsum("onhwec,oe->nhwec", jnp.stack(finals), mix)
+  return lax.scan(body, buffer, (jnp.asarray(read), jnp.asarray(write), xs))
 
 
 class ReLUConvBN1x1(nn.Module):
@@ -124,7 +127,13 @@ class FactorizedReduce(nn.Module):
 
 
 class SearchCell(nn.Module):
-  """Two inputs, STEPS nodes, 14 mixed edges; output: the nodes concatenated."""
+  """Two inputs, STEPS nodes, 14 mixed edges; output: the nodes concatenated.
+
+  The edges' weights and BN statistics are stacked, (14, ...) in the order of the alpha rows
+  (`genotypes.edge_index`), and the edges run in a `lax.scan`: in that order every edge's
+  input is complete before it is read. A reduction cell runs its 8 stride-2 edges (from the
+  cell inputs) in one scan and the 6 edges between nodes in a second.
+  """
 
   features: int
   reduction: bool
@@ -139,20 +148,56 @@ class SearchCell(nn.Module):
       s0 = ReLUConvBN1x1(self.features, name="preprocess0")(s0, train)
     s1 = ReLUConvBN1x1(self.features, name="preprocess1")(s1, train)
 
-    nodes = [None] * STEPS
-    states = [s0, s1]
-    for source in range(2 + STEPS - 1):
-      if source >= 2:  # every edge into this node has been added: the node is complete
-        states.append(nodes[source - 2])
-      targets = list(range(max(0, source - 1), STEPS))
-      rows = jnp.asarray([edge_index(i, source) for i in targets])
-      stride = 2 if self.reduction and source < 2 else 1
-      out = MixedEdges(len(targets), stride, self.impl, name=f"edges_from_{source}")(
-          states[source], weights[rows], train)
-      for slot, node in enumerate(targets):
-        y = out[..., slot, :]
-        nodes[node] = y if nodes[node] is None else nodes[node] + y
-    return jnp.concatenate(nodes, axis=-1)
+    c = self.features
+    params = {}
+    for op, (k, _, stages) in _CONV_OPS.items():
+      for stage in range(1, stages + 1):
+        params[f"{op}_dw{stage}"] = _param(self, f"{op}_dw{stage}", (NUM_EDGES, k, k, c))
+        params[f"{op}_pw{stage}"] = _param(self, f"{op}_pw{stage}", (NUM_EDGES, c, c))
+    stat = lambda name, shape: {
+        "mean": self.variable("batch_stats", f"{name}_mean", jnp.zeros, shape, jnp.float32),
+        "var": self.variable("batch_stats", f"{name}_var", jnp.ones, shape, jnp.float32)}
+    variables = {"bn1": stat("bn1", (NUM_EDGES, 6, c)), "bn2": stat("bn2", (NUM_EDGES, 2, c))}
+    stats = jax.tree.map(lambda v: v.value, variables)
+    edges = [(i, j) for i in range(STEPS) for j in range(2 + i)]  # alpha-row order
+    read = np.array([j for _, j in edges])
+    write = np.array([i for i, _ in edges])
+    edge_fn = lambda stride: functools.partial(mixed_edge, stride=stride, impl=self.impl,
+                                                   train=train)
+
+    if not self.reduction:
+      states = jnp.stack([s0, s1] + [jnp.zeros_like(s1)] * STEPS)
+      states, new_stats = _scan_edges(edge_fn(1), states, None, read, write + 2,
+                                      (weights, params, stats))
+      nodes = states[2:]
+    else:
+      inputs = np.array([e for e, (_, j) in enumerate(edges) if j < 2])
+      inner = np.array([e for e, (_, j) in enumerate(edges) if j >= 2])
+      skip = {name: _param(self, name, (len(inputs), c, c // 2))
+              for name in ("skip_conv1", "skip_conv2")}
+      variables["skip_bn"] = stat("skip_bn", (len(inputs), c))
+      take = lambda tree, rows: jax.tree.map(lambda a: a[rows], tree)
+      nodes = jnp.zeros((STEPS, s0.shape[0], s0.shape[1] // 2, s0.shape[2] // 2, c), s0.dtype)
+      nodes, new_inputs = _scan_edges(
+          edge_fn(2), nodes, jnp.stack([s0, s1]), read[inputs], write[inputs],
+          (weights[inputs], {**take(params, inputs), **skip},
+           {**take(stats, inputs), "skip_bn": jax.tree.map(lambda v: v.value,
+                                                           variables["skip_bn"])}))
+      nodes, new_inner = _scan_edges(edge_fn(1), nodes, None, read[inner] - 2, write[inner],
+                                     (weights[inner], take(params, inner), take(stats, inner)))
+      new_stats = {key: jax.tree.map(lambda a, b: _merge_rows(a, b, inputs, inner),
+                                     new_inputs[key], new_inner[key]) for key in ("bn1", "bn2")}
+      new_stats["skip_bn"] = new_inputs["skip_bn"]
+
+    if train and self.is_mutable_collection("batch_stats") and not self.is_initializing():
+      jax.tree.map(lambda var, value: setattr(var, "value", value), variables, new_stats,
+                   is_leaf=lambda v: isinstance(v, flax.core.scope.Variable))
+    return jnp.concatenate(list(nodes), axis=-1)
+
+
+def _merge_rows(a, b, rows_a, rows_b):
+  out = jnp.zeros((len(rows_a) + len(rows_b), *a.shape[1:]), a.dtype)
+  return out.at[rows_a].set(a).at[rows_b].set(b)
 
 
 class SearchNetwork(nn.Module):
@@ -242,7 +287,7 @@ def init_supernet(model: SearchNetwork, seed: int, image_shape=(32, 32, 3)):
   def value(path, leaf):
     name = getattr(path[-1], "key", str(path[-1]))
     if path[0].key == "batch_stats" or name in ("scale", "bias"):
-      fill = 1.0 if name in ("var", "scale") else 0.0
+      fill = 1.0 if name.endswith("var") or name == "scale" else 0.0
       return jnp.full(leaf.shape, fill, leaf.dtype)
     fan_in = fan_in_of_classifier if name == "classifier_bias" else _fan_in(name, leaf.shape)
     bound = 1.0 / math.sqrt(fan_in)

@@ -14,7 +14,6 @@ from jax import lax
 from darts_jax.genotypes import PRIMITIVES, edge_index
 
 DN = ("NHWC", "HWIO", "NHWC")
-CONV_OPS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
 KERNEL = {"sep_conv_3x3": (3, 1), "sep_conv_5x5": (5, 1), "dil_conv_3x3": (3, 2),
           "dil_conv_5x5": (5, 2)}
 
@@ -62,7 +61,7 @@ class Stats:
 
   def __init__(self, stats):
     self.new = jax.tree.map(lambda x: x, stats)
-    self.old = {}  # id(new node) -> the same node of the original stats
+    self.old = {}  # id(new dict) -> the same dict of the original stats
 
     def pair(new, old):
       self.old[id(new)] = old
@@ -72,73 +71,67 @@ class Stats:
 
     pair(self.new, stats)
 
-  def bn(self, x, node, index=()):
-    """BN of x with running stats at node['mean'/'var'][index].
-
-    Every edge updates from the statistics before this step: the fast network shares one
-    pool BN between the edges of a source, which equals E identical per-edge updates.
-    """
-    old = self.old[id(node)]
-    running = (old["mean"][index], old["var"][index])
-    y, (mean, var) = batch_norm(x, running)
-    node["mean"] = node["mean"].at[index].set(mean)
-    node["var"] = node["var"].at[index].set(var)
+  def bn(self, x, group, name, index=()):
+    """BN of x with running stats group[name + '_mean'/'_var'][index]."""
+    old = self.old[id(group)]
+    mean, var = (f"{name}_mean", f"{name}_var") if name else ("mean", "var")
+    y, (new_mean, new_var) = batch_norm(x, (old[mean][index], old[var][index]))
+    group[mean] = group[mean].at[index].set(new_mean)
+    group[var] = group[var].at[index].set(new_var)
     return y
 
 
-def mixed_edge(x, w, p, s, slot, stride):
-  """One edge: sum_k w[k] op_k(x). p/s: the source group's weights/stats; slot: its edge."""
+# Row of the fast network's stacked first BN (bn1) for each op, and of the second (bn2).
+BN1 = {"max_pool_3x3": 0, "avg_pool_3x3": 1, "sep_conv_3x3": 2, "sep_conv_5x5": 3,
+       "dil_conv_3x3": 4, "dil_conv_5x5": 5}
+BN2 = {"sep_conv_3x3": 0, "sep_conv_5x5": 1}
+
+
+def mixed_edge(x, w, p, s, group, edge, input_slot, stride):
+  """Edge `edge` (alpha row): sum_k w[k] op_k(x); input_slot: its index among stride-2 edges."""
   out = []
   for k, op in enumerate(PRIMITIVES):
     if op == "none":
       y = jnp.zeros_like(x[:, ::stride, ::stride])
     elif op in ("max_pool_3x3", "avg_pool_3x3"):
-      i = 0 if op == "max_pool_3x3" else 1
-      y = s.bn(pool(x, op[:3], stride), s.group["pool_bn"], (i,))
+      y = s.bn(pool(x, op[:3], stride), group, "bn1", (edge, BN1[op]))
     elif op == "skip_connect":
       if stride == 1:
         y = x
       else:
-        y = factorized_reduce(x, p["skip_conv1"][slot], p["skip_conv2"][slot])
-        y = s.bn(y, s.group["skip_bn"], (slot,))
+        y = factorized_reduce(x, p["skip_conv1"][input_slot], p["skip_conv2"][input_slot])
+        y = s.bn(y, group, "skip_bn", (input_slot,))
     else:
       size, dilation = KERNEL[op]
-      o = CONV_OPS.index(op)
-      y = pointwise(depthwise(jax.nn.relu(x), p[f"{op}_dw1"][slot], stride, dilation),
-                    p[f"{op}_pw1"][slot])
-      y = s.bn(y, s.group["bn1"], (o, slot))
+      y = pointwise(depthwise(jax.nn.relu(x), p[f"{op}_dw1"][edge], stride, dilation),
+                    p[f"{op}_pw1"][edge])
+      y = s.bn(y, group, "bn1", (edge, BN1[op]))
       if op.startswith("sep"):
-        y = pointwise(depthwise(jax.nn.relu(y), p[f"{op}_dw2"][slot], 1, dilation),
-                      p[f"{op}_pw2"][slot])
-        y = s.bn(y, s.group["bn2"], (o, slot))
+        y = pointwise(depthwise(jax.nn.relu(y), p[f"{op}_dw2"][edge], 1, dilation),
+                      p[f"{op}_pw2"][edge])
+        y = s.bn(y, group, "bn2", (edge, BN2[op]))
     out.append(w[k] * y)
   return sum(out)
 
 
-def relu_conv_bn(x, p, s):
-  return s.bn(pointwise(jax.nn.relu(x), p["kernel"]), s.node["bn"])
-
-
-def cell(s0, s1, weights, p, s, reduction, reduction_prev):
-  stats = s.new_cell
+def cell(s0, s1, weights, p, s, stats, reduction, reduction_prev):
   if reduction_prev:
-    s.node = stats["preprocess0"]
     s0 = s.bn(factorized_reduce(s0, p["preprocess0"]["conv1"], p["preprocess0"]["conv2"]),
-              stats["preprocess0"]["bn"])
+              stats["preprocess0"]["bn"], "")
   else:
-    s.node = stats["preprocess0"]
-    s0 = relu_conv_bn(s0, p["preprocess0"], s)
-  s.node = stats["preprocess1"]
-  s1 = relu_conv_bn(s1, p["preprocess1"], s)
+    s0 = s.bn(pointwise(jax.nn.relu(s0), p["preprocess0"]["kernel"]),
+              stats["preprocess0"]["bn"], "")
+  s1 = s.bn(pointwise(jax.nn.relu(s1), p["preprocess1"]["kernel"]), stats["preprocess1"]["bn"],
+            "")
   states = [s0, s1]
+  input_slot = 0
   for i in range(4):
     total = 0
     for j in range(2 + i):
-      slot = i - max(0, j - 1)  # position of node i among the targets of source j
-      s.group = stats[f"edges_from_{j}"]
       stride = 2 if reduction and j < 2 else 1
-      total = total + mixed_edge(states[j], weights[edge_index(i, j)],
-                                 p[f"edges_from_{j}"], s, slot, stride)
+      total = total + mixed_edge(states[j], weights[edge_index(i, j)], p, s, stats,
+                                 edge_index(i, j), input_slot, stride)
+      input_slot += j < 2
     states.append(total)
   return jnp.concatenate(states[2:], axis=-1)
 
@@ -148,15 +141,14 @@ def network(params, batch_stats, images, alphas, layers):
   s = Stats(batch_stats)
   x = lax.conv_general_dilated(images, params["stem_conv"], (1, 1), [(1, 1), (1, 1)],
                                dimension_numbers=DN)
-  x = s.bn(x, s.new["stem_bn"]) * params["stem_bn"]["scale"] + params["stem_bn"]["bias"]
+  x = s.bn(x, s.new["stem_bn"], "") * params["stem_bn"]["scale"] + params["stem_bn"]["bias"]
   s0 = s1 = x
   weights = {k: jax.nn.softmax(v, axis=-1) for k, v in alphas.items()}
   reduction_prev = False
   for i in range(layers):
     reduction = i in (layers // 3, 2 * layers // 3)
-    s.new_cell = s.new[f"cell_{i}"]
     out = cell(s0, s1, weights["reduce" if reduction else "normal"], params[f"cell_{i}"], s,
-               reduction, reduction_prev)
+               s.new[f"cell_{i}"], reduction, reduction_prev)
     s0, s1, reduction_prev = s1, out, reduction
   logits = s1.mean(axis=(1, 2)) @ params["classifier_kernel"] + params["classifier_bias"]
   return logits, s.new

@@ -22,9 +22,9 @@ def test_paper_supernet_has_exactly_1930618_weights():
 def test_init_supernet_follows_pytorch_defaults():
   model = supernet.SearchNetwork(channels=4, layers=3)
   weights, stats = supernet.init_supernet(model, seed=0, image_shape=(8, 8, 3))
-  dw = weights["cell_0"]["edges_from_0"]["sep_conv_5x5_dw1"]
-  assert dw.shape == (4, 5, 5, 4) and 0.15 < float(jnp.abs(dw).max()) <= 1 / 5
-  pw = weights["cell_0"]["edges_from_0"]["sep_conv_5x5_pw1"]
+  dw = weights["cell_0"]["sep_conv_5x5_dw1"]
+  assert dw.shape == (14, 5, 5, 4) and 0.15 < float(jnp.abs(dw).max()) <= 1 / 5
+  pw = weights["cell_0"]["sep_conv_5x5_pw1"]
   assert 0.3 < float(jnp.abs(pw).max()) <= 1 / 2  # fan-in 4 per edge, not 16
   assert float(jnp.abs(weights["stem_conv"]).max()) <= 1 / np.sqrt(27)
   np.testing.assert_array_equal(weights["stem_bn"]["scale"], 1.0)
@@ -51,32 +51,39 @@ def tiny():
     yield model_args, to64(weights), to64(stats), to64(alphas), images, labels
 
 
-def losses(model_args, impl, labels):
+def value_and_grads(loss, weights, stats, alphas, images):
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 2), has_aux=True))(weights, stats,
+                                                                        alphas, images)
+
+
+@pytest.fixture(scope="module")
+def reference_result(tiny):
+  """Loss, logits, new stats and gradients of the per-edge reference (compiled once)."""
+  model_args, weights, stats, alphas, images, labels = tiny
+
+  def loss(weights, stats, alphas, images):
+    logits, new = reference_supernet.network(weights, stats, images, alphas,
+                                             model_args["layers"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), (logits, new)
+
+  with jax.enable_x64(True):
+    return value_and_grads(loss, weights, stats, alphas, images)
+
+
+@pytest.mark.parametrize("impl", ["dense", "grouped"])
+def test_fast_supernet_matches_per_edge_reference(tiny, reference_result, impl):
+  model_args, weights, stats, alphas, images, labels = tiny
   model = supernet.SearchNetwork(**model_args, impl=impl)
 
-  def fast(weights, stats, alphas, images):
+  def loss(weights, stats, alphas, images):
     logits, new = model.apply({"params": weights, "batch_stats": stats}, images, alphas,
                               train=True, mutable=["batch_stats"])
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), (
         logits, new["batch_stats"])
 
-  def reference(weights, stats, alphas, images):
-    logits, new = reference_supernet.network(weights, stats, images, alphas,
-                                             model_args["layers"])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), (logits, new)
-
-  return fast, reference
-
-
-@pytest.mark.parametrize("impl", ["dense", "grouped"])
-def test_fast_supernet_matches_per_edge_reference(tiny, impl):
-  model_args, weights, stats, alphas, images, labels = tiny
   with jax.enable_x64(True):
-    fast, reference = losses(model_args, impl, labels)
-    grad = lambda f: jax.jit(jax.value_and_grad(f, argnums=(0, 2), has_aux=True))(
-        weights, stats, alphas, images)
-    (loss, (logits, new_stats)), grads = grad(fast)
-    (ref_loss, (ref_logits, ref_stats)), ref_grads = grad(reference)
+    (_, (logits, new_stats)), grads = value_and_grads(loss, weights, stats, alphas, images)
+  (_, (ref_logits, ref_stats)), ref_grads = reference_result
 
   np.testing.assert_allclose(logits, ref_logits, rtol=1e-9, atol=1e-12)
   assert jax.tree.structure(new_stats) == jax.tree.structure(stats)
