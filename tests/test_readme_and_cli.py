@@ -30,6 +30,17 @@ def test_readme_hypergradient_snippet_runs(tmp_path):
                                                       "first_order"]
 
 
+def test_readme_search_space_snippet_runs(tmp_path):
+  script = tmp_path / "snippet.py"
+  script.write_text(readme_section_code("The CNN search space"))
+  out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=600, cwd=tmp_path)
+  assert out.returncode == 0, out.stderr
+  first, second = out.stdout.strip().splitlines()
+  assert first.startswith("(2, 10) {\"normal\": [[")
+  assert second == "True"
+
+
 def test_readme_quick_start_lists_three_commands():
   text = (ROOT / "README.md").read_text()
   block = re.search(r"## Quick start\n\n```bash\n(.*?)```", text, flags=re.S).group(1)
