@@ -19,23 +19,25 @@ def readme_section_code(title):
   return blocks[0]
 
 
-def test_readme_hypergradient_snippet_runs(tmp_path):
+def run_readme_section(title, tmp_path):
+  """Runs the section's python block as a user would (a script, in an empty folder)."""
   script = tmp_path / "snippet.py"
-  script.write_text(readme_section_code("Use the hypergradient in your own code"))
+  script.write_text(readme_section_code(title))
   out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                       timeout=300, cwd=tmp_path)
+                       timeout=600, cwd=tmp_path)
   assert out.returncode == 0, out.stderr
+  return out
+
+
+def test_readme_hypergradient_snippet_runs(tmp_path):
+  out = run_readme_section("Use the hypergradient in your own code", tmp_path)
   lines = [l for l in out.stdout.splitlines() if ":" in l]
   assert [l.split(":")[0].strip() for l in lines] == ["exact", "finite_difference",
                                                       "first_order"]
 
 
 def test_readme_search_space_snippet_runs(tmp_path):
-  script = tmp_path / "snippet.py"
-  script.write_text(readme_section_code("The CNN search space"))
-  out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                       timeout=600, cwd=tmp_path)
-  assert out.returncode == 0, out.stderr
+  out = run_readme_section("The CNN search space", tmp_path)
   first, second = out.stdout.strip().splitlines()
   assert first.startswith("(2, 10) {\"normal\": [[")
   assert second == "True"
