@@ -39,7 +39,6 @@ _CONV_OPS = {  # name: (kernel, dilation, stages); the two-stage ops first
     "dil_conv_3x3": (3, 2, 1),
     "dil_conv_5x5": (5, 2, 1),
 }
-_COLUMN = {name: k for k, name in enumerate(PRIMITIVES)}
 
 
 def mixed_edge(x, weights, params, stats, *, stride, impl, train):
@@ -167,7 +166,7 @@ class SearchCell(nn.Module):
     read = np.array([j for _, j in edges])
     write = np.array([i for i, _ in edges])
     edge_fn = lambda stride: functools.partial(mixed_edge, stride=stride, impl=self.impl,
-                                                   train=train)
+                                               train=train)
 
     if not self.reduction:
       states = jnp.stack([s0, s1] + [jnp.zeros_like(s1)] * STEPS)
