@@ -16,6 +16,15 @@ _WORKDIR = flags.DEFINE_string("workdir", None,
 flags.mark_flags_as_required(["config"])
 
 
+def parse_flags(argv):
+  """absl's parsing, with a bad `--config.x=y` answered in one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    raise SystemExit(f"Bad command line: {e}. Check the flag, and for --config.x=y that the "
+                     "config file has field x and y has its type.") from None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -28,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
