@@ -34,7 +34,6 @@ def run_one(args):
     jax.config.update("jax_compilation_cache_dir", args.cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  import jax.numpy as jnp
   from darts_jax import search, supernet
 
   model = supernet.SearchNetwork(channels=args.channels, layers=args.layers)

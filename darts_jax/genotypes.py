@@ -8,7 +8,7 @@ and which states are concatenated into the cell output.
 from __future__ import annotations
 
 import json
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 

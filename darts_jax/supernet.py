@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 
 from darts_jax import ops
-from darts_jax.genotypes import NUM_EDGES, PRIMITIVES, STEPS, edge_index
+from darts_jax.genotypes import NUM_EDGES, PRIMITIVES, STEPS
 
 _CONV_OPS = {  # name: (kernel, dilation, stages); the two-stage ops first
     "sep_conv_3x3": (3, 1, 2),
