@@ -10,6 +10,7 @@ kept. Both forms are tested against each other and against a per-edge reference.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -39,12 +40,62 @@ def torch_uniform(fan_in: int):
 
 
 def conv2d(x, kernel, stride=1, dilation=1, groups=1):
-  """Convolution with PyTorch's symmetric padding dilation * (k - 1) // 2."""
+  """Convolution with PyTorch's symmetric padding dilation * (k - 1) // 2.
+
+  On CPU a dense convolution differentiates through `_conv_canonical_vjp`.
+  """
+  if groups == 1 and jax.default_backend() == "cpu":
+    return _conv_canonical_vjp(x, kernel, stride, dilation)
+  return _conv(x, kernel, stride, dilation, groups=groups)
+
+
+def _conv(x, kernel, stride, dilation, padding=None, lhs_dilation=(1, 1), groups=1):
+  if padding is None:
+    pad = dilation * (kernel.shape[0] - 1) // 2
+    padding = [(pad, pad), (pad, pad)]
+  return lax.conv_general_dilated(x, kernel, (stride, stride), padding,
+                                  lhs_dilation=lhs_dilation, rhs_dilation=(dilation, dilation),
+                                  dimension_numbers=_DIMENSIONS, feature_group_count=groups)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_canonical_vjp(x, kernel, stride, dilation):
+  """`_conv` whose gradients are themselves NHWC/HWIO convolutions.
+
+  JAX's transpose rules express the input and kernel gradients as convolutions with permuted
+  dimension labels. Outside loops XLA's CPU backend rewrites those into its fast (Eigen)
+  layout; inside a `while` body (a `lax.scan` over edges) it does not, and runs them through
+  a naive loop nest about 20x slower (measured: 315 ms vs 17 ms for the gradient of 6
+  chained 3x3 convolutions in a scan). Here the permutations are explicit transposes, so
+  every convolution is already in the fast layout. Values are identical.
+  """
+  return _conv(x, kernel, stride, dilation)
+
+
+def _conv_canonical_fwd(x, kernel, stride, dilation):
+  return _conv(x, kernel, stride, dilation), (x, kernel)
+
+
+def _conv_canonical_bwd(stride, dilation, residuals, g):
+  x, kernel = residuals
   k = kernel.shape[0]
   pad = dilation * (k - 1) // 2
-  return lax.conv_general_dilated(x, kernel, (stride, stride), [(pad, pad), (pad, pad)],
-                                  rhs_dilation=(dilation, dilation),
-                                  dimension_numbers=_DIMENSIONS, feature_group_count=groups)
+  extent = dilation * (k - 1)
+  # The input gradient is the full correlation of the (stride-dilated) output gradient with
+  # the flipped kernel; rows the forward stride skipped at the end get zero padding.
+  rest = [(n + 2 * pad - extent - 1) % stride for n in x.shape[1:3]]
+  flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+  dx = _conv(g, flipped, 1, dilation, [(extent - pad, extent - pad + r) for r in rest],
+             lhs_dilation=(stride, stride))
+  # The kernel gradient correlates x with g over the batch: channels act as the batch and
+  # the batch as the features; the forward stride becomes a dilation of g and vice versa.
+  dk = lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3),
+                                (dilation, dilation), [(pad, pad), (pad, pad)],
+                                rhs_dilation=(stride, stride), dimension_numbers=_DIMENSIONS)
+  return dx, dk[:, :k, :k].transpose(1, 2, 0, 3)
+
+
+_conv_canonical_vjp.defvjp(_conv_canonical_fwd, _conv_canonical_bwd)
 
 
 def separable(x, dw, pw, stride, dilation, impl):
