@@ -36,7 +36,7 @@ def run_one(args):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   from darts_jax import search, supernet
 
-  model = supernet.SearchNetwork(channels=args.channels, layers=args.layers)
+  model = supernet.SearchNetwork(channels=args.channels, layers=args.layers, remat=args.remat)
   weights, batch_stats = supernet.init_supernet(model, seed=0)
   alphas = supernet.init_alphas(jax.random.PRNGKey(1))
   weight_opt, inner_opt, alpha_opt = search.make_optimizers()
@@ -118,6 +118,7 @@ def main():
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--channels", type=int, default=16)
   parser.add_argument("--layers", type=int, default=8)
+  parser.add_argument("--remat", default="none", help="SearchNetwork.remat policy")
   parser.add_argument("--fd-error", action="store_true")
   parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                     "search_step.json"))
@@ -137,7 +138,7 @@ def main():
         row = {}
         for phase, steps in (("cold", args.steps), ("warm", 0)):
           cmd = [sys.executable, __file__, "--one", "--method", method, "--batch", str(batch),
-                 "--steps", str(steps), "--cache-dir", cache, "--channels", str(args.channels),
+                 "--steps", str(steps), "--cache-dir", cache, "--channels", str(args.channels), "--remat", args.remat,
                  "--layers", str(args.layers)]
           out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
           lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
@@ -160,6 +161,7 @@ def main():
 
   import jax
   record = {"benchmark": "search_step", "channels": args.channels, "layers": args.layers,
+            "remat": args.remat,
             "jax": jax.__version__, "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "processor": platform.processor(), "rows": rows}
   if args.fd_error:

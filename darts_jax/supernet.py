@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
 from darts_jax import ops
 from darts_jax.genotypes import NUM_EDGES, PRIMITIVES, STEPS
@@ -55,14 +56,15 @@ def mixed_edge(x, weights, params, stats, *, stride, impl, train):
   """
   new = {}
   relu_x = jax.nn.relu(x)
+  conv = lambda *args: checkpoint_name(ops.separable(*args, impl), "conv")
   first = [ops.max_pool_3x3(x, stride), ops.avg_pool_3x3(x, stride)] + [
-      ops.separable(relu_x, params[f"{op}_dw1"], params[f"{op}_pw1"], stride, dilation, impl)
+      conv(relu_x, params[f"{op}_dw1"], params[f"{op}_pw1"], stride, dilation)
       for op, (_, dilation, _) in _CONV_OPS.items()]
   # Same-shaped outputs share one BN call over a stacked op axis (per-channel statistics
   # are unchanged by stacking), which halves the kernels XLA compiles.
   first, new["bn1"] = _bn(jnp.stack(first, axis=-2), stats["bn1"], train)
-  second = [ops.separable(jax.nn.relu(first[..., 2 + i, :]), params[f"{op}_dw2"],
-                          params[f"{op}_pw2"], 1, dilation, impl)
+  second = [conv(jax.nn.relu(first[..., 2 + i, :]), params[f"{op}_dw2"], params[f"{op}_pw2"],
+                 1, dilation)
             for i, (op, (_, dilation, stages)) in enumerate(_CONV_OPS.items()) if stages == 2]
   second, new["bn2"] = _bn(jnp.stack(second, axis=-2), stats["bn2"], train)
   if stride == 1:
@@ -140,6 +142,7 @@ class SearchCell(nn.Module):
   reduction_prev: bool
   impl: str
   edge_loop: str
+  remat: str
 
   @nn.compact
   def __call__(self, s0, s1, weights, train: bool):
@@ -164,8 +167,8 @@ class SearchCell(nn.Module):
     unroll = self.edge_loop == "unroll"
     read = np.array([j for _, j in edges])
     write = np.array([i for i, _ in edges])
-    edge_fn = lambda stride: functools.partial(mixed_edge, stride=stride, impl=self.impl,
-                                               train=train)
+    edge_fn = lambda stride: _remat(functools.partial(mixed_edge, stride=stride,
+                                                      impl=self.impl, train=train), self.remat)
 
     if not self.reduction:
       states = jnp.stack([s0, s1] + [jnp.zeros_like(s1)] * STEPS)
@@ -198,6 +201,20 @@ class SearchCell(nn.Module):
     return jnp.concatenate(list(nodes), axis=-1)
 
 
+REMAT_POLICIES = ("none", "conv", "edge")
+
+
+def _remat(edge_fn, remat):
+  """What the backward pass keeps of a mixed op: everything ("none"), the convolution
+  outputs, recomputing the cheap BN/ReLU/pool work ("conv"), or only the edge's input,
+  recomputing the whole op ("edge")."""
+  if remat == "none":
+    return edge_fn
+  policy = (jax.checkpoint_policies.save_only_these_names("conv") if remat == "conv"
+            else jax.checkpoint_policies.nothing_saveable)
+  return jax.checkpoint(edge_fn, policy=policy)
+
+
 def _merge_rows(a, b, rows_a, rows_b):
   out = jnp.zeros((len(rows_a) + len(rows_b), *a.shape[1:]), a.dtype)
   return out.at[rows_a].set(a).at[rows_b].set(b)
@@ -224,6 +241,7 @@ class SearchNetwork(nn.Module):
   stem_multiplier: int = 3
   impl: str | None = None
   edge_loop: str | None = None
+  remat: str = "edge"
 
   @nn.compact
   def __call__(self, images, alphas, train: bool = True):
@@ -233,6 +251,8 @@ class SearchNetwork(nn.Module):
       raise ValueError(f"Unknown edge_loop {edge_loop!r}; expected 'scan' or 'unroll'.")
     if impl not in ops.DEPTHWISE_IMPLS:
       raise ValueError(f"Unknown depthwise impl {impl!r}; expected one of {ops.DEPTHWISE_IMPLS}.")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"Unknown remat {self.remat!r}; expected one of {REMAT_POLICIES}.")
     # The mixing weights follow the activations' dtype, whatever precision alphas are kept in.
     weights = {kind: jax.nn.softmax(alphas[kind], axis=-1).astype(images.dtype)
                for kind in ("normal", "reduce")}
@@ -244,7 +264,8 @@ class SearchNetwork(nn.Module):
     for i in range(self.layers):
       reduction = i in reduction_cells(self.layers)
       c = c * 2 if reduction else c
-      cell = SearchCell(c, reduction, reduction_prev, impl, edge_loop, name=f"cell_{i}")
+      cell = SearchCell(c, reduction, reduction_prev, impl, edge_loop, self.remat,
+                        name=f"cell_{i}")
       s0, s1 = s1, cell(s0, s1, weights["reduce" if reduction else "normal"], train)
       reduction_prev = reduction
 

@@ -70,10 +70,13 @@ def reference_result(tiny):
     return value_and_grads(loss, weights, stats, alphas, images)
 
 
-@pytest.mark.parametrize("impl,edge_loop", [("dense", "scan"), ("grouped", "unroll")])
-def test_fast_supernet_matches_per_edge_reference(tiny, reference_result, impl, edge_loop):
+@pytest.mark.parametrize("impl,edge_loop,remat", [("dense", "scan", "edge"),
+                                                  ("grouped", "unroll", "conv"),
+                                                  ("dense", "scan", "none")])
+def test_fast_supernet_matches_per_edge_reference(tiny, reference_result, impl, edge_loop,
+                                                  remat):
   model_args, weights, stats, alphas, images, labels = tiny
-  model = supernet.SearchNetwork(**model_args, impl=impl, edge_loop=edge_loop)
+  model = supernet.SearchNetwork(**model_args, impl=impl, edge_loop=edge_loop, remat=remat)
 
   def loss(weights, stats, alphas, images):
     logits, new = model.apply({"params": weights, "batch_stats": stats}, images, alphas,
