@@ -7,7 +7,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from darts_jax import tasks
+from darts_jax import tasks, xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -33,6 +33,7 @@ def main(argv):
   if workdir is None:
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     workdir = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+  xla_flags.configure_cpu()
   tasks.run(config, workdir)
 
 

@@ -29,6 +29,8 @@ PAPER_FLOPS_PER_IMAGE = 2 * 300.3e6  # one supernet forward, official count of m
 
 def run_one(args):
   """Measures one (method, batch) in this process and prints a JSON line."""
+  from darts_jax import xla_flags
+  xla_flags.configure_cpu()  # as main.py does
   import jax
   if args.cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.cache_dir)
@@ -118,7 +120,7 @@ def main():
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--channels", type=int, default=16)
   parser.add_argument("--layers", type=int, default=8)
-  parser.add_argument("--remat", default="none", help="SearchNetwork.remat policy")
+  parser.add_argument("--remat", default="edge", help="SearchNetwork.remat policy")
   parser.add_argument("--fd-error", action="store_true")
   parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                     "search_step.json"))

@@ -4,6 +4,7 @@ import importlib
 
 # task name -> "module:function"; each function is `train_and_evaluate(config, workdir)`.
 TASKS = {
+    "cnn_search": "darts_jax.cnn_search:train_and_evaluate",
     "toy_search": "darts_jax.toy_search:train_and_evaluate",
 }
 
@@ -14,4 +15,10 @@ def run(config, workdir):
     raise SystemExit(f"Unknown task {config.task!r} in the config; known tasks: "
                      f"{', '.join(sorted(TASKS))}.")
   module, function = TASKS[config.task].split(":")
-  return getattr(importlib.import_module(module), function)(config, workdir)
+  from darts_jax.cnn_search import NonFiniteLossError
+  from darts_jax.data import DataError
+  from darts_jax.genotypes import GenotypeError
+  try:
+    return getattr(importlib.import_module(module), function)(config, workdir)
+  except (DataError, GenotypeError, NonFiniteLossError) as e:
+    raise SystemExit(f"{type(e).__name__}: {e}") from None

@@ -1,0 +1,42 @@
+"""DARTS' CNN search on CIFAR-10 with the paper's settings (../shared/REFERENCE.md).
+
+    python main.py --config configs/cifar_search.py --workdir runs/cifar_search
+
+The exact second-order hypergradient is the default; DARTS' own approximation and first order:
+`--config.hypergradient.method=finite_difference` or `=first_order`. Without network access,
+point at the CIFAR-10 binary files: `--config.data.dir=/path/to/cifar-10-batches-bin`.
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.task = "cnn_search"
+  config.seed = 2  # the official search script's default
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "cifar10"
+  config.data.dir = ""  # a folder of CIFAR-10 binary files; empty: tensorflow-datasets
+  config.data.tfds_data_dir = ""  # empty: tfds' default (~/tensorflow_datasets)
+  config.data.train_portion = 0.5  # first half trains the weights, second half the alphas
+  config.data.num_train = 0  # 0: all 50,000 training images
+  config.augment = True  # random crop (padding 4) + horizontal flip on both halves
+  config.model = ml_collections.ConfigDict()
+  config.model.channels = 16
+  config.model.layers = 8
+  config.model.remat = "edge"  # see darts_jax.supernet.SearchNetwork.remat
+  config.epochs = 50
+  config.batch_size = 64
+  config.learning_rate = 0.025
+  config.learning_rate_min = 0.001
+  config.momentum = 0.9
+  config.weight_decay = 3e-4
+  config.grad_clip = 5.0
+  config.alpha_learning_rate = 3e-4
+  config.alpha_weight_decay = 1e-3
+  config.hypergradient = ml_collections.ConfigDict()
+  config.hypergradient.method = "exact"  # exact | finite_difference | first_order
+  config.eval_examples = 0  # search-validation images evaluated per epoch; 0: the whole half
+  config.log_every = 10  # steps between progress-bar updates (each one syncs with the device)
+  config.progress_bar = True
+  return config

@@ -1,0 +1,161 @@
+"""DARTS' CNN architecture search (CIFAR-10 in the paper), read top to bottom.
+
+    python main.py --config configs/cifar_search.py --workdir runs/search
+
+Each step is one jitted function: augment both batches on the device, the alpha step on the
+alpha half's batch through `darts_jax.hypergradient` (exact by default), then the weight step
+on the weight half's batch with the new alphas (`darts_jax.search`). Each epoch reports the
+training loss/accuracy, the search-validation loss/accuracy (the supernet in evaluation mode
+on the alpha half, as the official code reports it), the derived genotype and softmax(alpha).
+
+Writes to the workdir: `metrics.jsonl` and TensorBoard scalars, `genotypes/epoch_NNN.json`,
+the final `genotype.json`, `alphas.npz` (final alphas and their softmax per epoch), and
+`normal.png`, `reduction.png`, `alphas.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from darts_jax import augment, data, plots, search
+from darts_jax.genotypes import PRIMITIVES, derive_genotype
+from darts_jax.metrics import MetricWriter
+from darts_jax.supernet import SearchNetwork, init_alphas, init_supernet
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the search described by `config`; returns the final genotype and metrics."""
+  os.makedirs(os.path.join(workdir, "genotypes"), exist_ok=True)
+  dataset = data.load(config.data)
+  train = dataset.train
+  if config.data.get("num_train"):
+    train = data.Split(train.images[:config.data.num_train], train.labels[:config.data.num_train])
+  weight_half, alpha_half = data.search_split(train, config.data.train_portion)
+  print(f"{config.data.name}: {len(weight_half.labels)} images train the weights, "
+        f"{len(alpha_half.labels)} the alphas; images {train.images.shape[1:]}", flush=True)
+
+  model = SearchNetwork(channels=config.model.channels, layers=config.model.layers,
+                        num_classes=dataset.num_classes, remat=config.model.remat)
+  weights, batch_stats = init_supernet(model, config.seed, train.images.shape[1:])
+  alphas = init_alphas(jax.random.PRNGKey(config.seed))
+  train_batches = data.Batches(weight_half, config.batch_size, seed=config.seed)
+  val_batches = data.Batches(alpha_half, config.batch_size, seed=config.seed + 1)
+  steps_per_epoch = train_batches.steps_per_epoch
+  weight_opt, inner_opt, alpha_opt = search.make_optimizers(
+      lr=config.learning_rate, lr_min=config.learning_rate_min, epochs=config.epochs,
+      steps_per_epoch=steps_per_epoch, momentum=config.momentum,
+      weight_decay=config.weight_decay, grad_clip=config.grad_clip,
+      alpha_lr=config.alpha_learning_rate, alpha_weight_decay=config.alpha_weight_decay)
+  state = search.init_search_state(weights, batch_stats, alphas, weight_opt, alpha_opt)
+  search_step = search.make_search_step(model, weight_opt, inner_opt, alpha_opt,
+                                        config.hypergradient.method)
+
+  def prepare(key, batch):
+    images = batch["images"]
+    if config.augment:
+      images = augment.random_crop_flip(key, images)
+    return {"images": augment.normalise(images, dataset.mean, dataset.std),
+            "labels": batch["labels"]}
+
+  def train_step(state, key, train_batch, val_batch):
+    k_train, k_val = jax.random.split(key)
+    return search_step(state, prepare(k_train, train_batch), prepare(k_val, val_batch))
+
+  def eval_step(state, batch, mask):
+    images = augment.normalise(batch["images"], dataset.mean, dataset.std)
+    logits = model.apply({"params": state.weights, "batch_stats": state.batch_stats}, images,
+                         state.alphas, train=False)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+    correct = jnp.argmax(logits, -1) == batch["labels"]
+    return jnp.sum(losses * mask), jnp.sum(correct * mask)
+
+  train_step = jax.jit(train_step, donate_argnums=0)
+  eval_step = jax.jit(eval_step)
+  writer = MetricWriter(workdir)
+  history = {"normal": [], "reduce": []}
+  step_key = jax.random.PRNGKey(config.seed + 2)
+  print(f"search: {config.hypergradient.method} hypergradient, {config.epochs} epochs of "
+        f"{steps_per_epoch} steps, batch {config.batch_size}", flush=True)
+
+  for epoch in range(config.epochs):
+    start = time.perf_counter()
+    sums = np.zeros(3)  # train loss, train accuracy, steps
+    bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
+               unit="step", dynamic_ncols=True, disable=not config.progress_bar)
+    for i in bar:
+      step = epoch * steps_per_epoch + i
+      state, metrics = train_step(state, jax.random.fold_in(step_key, step),
+                                  next(train_batches), next(val_batches))
+      if i % config.log_every == 0 or i == steps_per_epoch - 1:
+        loss, accuracy = float(metrics["train_loss"]), float(metrics["train_accuracy"])
+        if not np.isfinite(loss):
+          raise NonFiniteLossError(f"Training loss is {loss} at epoch {epoch + 1}, step "
+                                   f"{step}: lower --config.learning_rate or check the data.")
+        sums += (loss, accuracy, 1)
+        bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}")
+    val_loss, val_accuracy = evaluate(eval_step, state, alpha_half, config.batch_size,
+                                      config.get("eval_examples"))
+    genotype = derive_genotype(state.alphas["normal"], state.alphas["reduce"])
+    for kind in history:
+      history[kind].append(np.asarray(jax.nn.softmax(state.alphas[kind], axis=-1)))
+    scalars = {"train_loss": sums[0] / sums[2], "train_accuracy": sums[1] / sums[2],
+               "search_val_loss": val_loss, "search_val_accuracy": val_accuracy,
+               "learning_rate": search.cosine_per_epoch(
+                   config.learning_rate, config.learning_rate_min, config.epochs,
+                   steps_per_epoch)(epoch * steps_per_epoch),
+               "epoch_seconds": time.perf_counter() - start}
+    writer.write((epoch + 1) * steps_per_epoch, {"epoch": epoch + 1, **scalars})
+    with open(os.path.join(workdir, "genotypes", f"epoch_{epoch + 1:03d}.json"), "w") as f:
+      f.write(genotype.to_json())
+    print(f"epoch {epoch + 1}/{config.epochs}: train loss {scalars['train_loss']:.4f} "
+          f"acc {scalars['train_accuracy']:.4f} | search-val loss {val_loss:.4f} "
+          f"acc {val_accuracy:.4f} | {scalars['epoch_seconds']:.1f}s\n  genotype {genotype}",
+          flush=True)
+  writer.close()
+
+  with open(os.path.join(workdir, "genotype.json"), "w") as f:
+    f.write(genotype.to_json())
+  np.savez(os.path.join(workdir, "alphas.npz"),
+           normal=np.asarray(state.alphas["normal"]), reduce=np.asarray(state.alphas["reduce"]),
+           softmax_normal_per_epoch=np.stack(history["normal"]),
+           softmax_reduce_per_epoch=np.stack(history["reduce"]))
+  plots.plot_cell(genotype.normal, genotype.normal_concat,
+                  os.path.join(workdir, "normal.png"), "normal cell")
+  plots.plot_cell(genotype.reduce, genotype.reduce_concat,
+                  os.path.join(workdir, "reduction.png"), "reduction cell")
+  plots.plot_alpha_history(history, os.path.join(workdir, "alphas.png"))
+  print("softmax(alpha), normal cell (rows: edges; columns: "
+        f"{', '.join(PRIMITIVES)}):")
+  for row in history["normal"][-1]:
+    print("  " + " ".join(f"{p:.3f}" for p in row))
+  print(f"derived genotype: {genotype}\nwrote {workdir}/genotype.json, normal.png, "
+        "reduction.png, alphas.png", flush=True)
+  return {"genotype": json.loads(genotype.to_json()), **scalars}
+
+
+def evaluate(eval_step, state, split: data.Split, batch_size: int, limit=None):
+  """Mean loss and accuracy of the supernet (evaluation mode) over `split`."""
+  n = len(split.labels) if not limit else min(limit, len(split.labels))
+  total_loss = total_correct = 0.0
+  for start in range(0, n, batch_size):
+    rows = np.arange(start, start + batch_size)
+    mask = rows < n
+    rows = np.where(mask, rows, 0)  # a full-size last batch: one compiled shape
+    batch = {"images": split.images[rows], "labels": split.labels[rows]}
+    loss, correct = eval_step(state, batch, mask.astype(np.float32))
+    total_loss += float(loss)
+    total_correct += float(correct)
+  return total_loss / n, total_correct / n

@@ -1,0 +1,180 @@
+"""Datasets for search and evaluation, as uint8 NHWC arrays in host memory.
+
+CIFAR-10 comes from tensorflow-datasets (`tfds.data_source`, which reads array_record files
+without TensorFlow) or from a local folder in the standard CIFAR-10 binary format, read with
+numpy. The whole of CIFAR-10 is 180 MB as uint8, so it is held in memory and batches are
+gathered by index; augmentation runs on the device, inside the jitted step
+(`darts_jax.augment`).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+from typing import NamedTuple
+
+import numpy as np
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+_RECORD_BYTES = 1 + 32 * 32 * 3  # label, then the red, green and blue planes
+_DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)  # where tfds fetches CIFAR-10
+
+
+class DataError(Exception):
+  """Data that is missing or malformed; the message says how to fix it."""
+
+
+class Split(NamedTuple):
+  images: np.ndarray  # (N, H, W, C) uint8
+  labels: np.ndarray  # (N,) int32
+
+
+class Dataset(NamedTuple):
+  train: Split
+  test: Split
+  num_classes: int
+  mean: tuple
+  std: tuple
+
+
+def load(config) -> Dataset:
+  """The dataset a config names: `config.name` in {"cifar10", "digits"}, `config.dir`."""
+  if config.name == "cifar10":
+    if config.get("dir"):
+      return load_cifar10_binary(config.dir)
+    return load_cifar10_tfds(config.get("tfds_data_dir") or None)
+  if config.name == "digits":
+    return load_digits()
+  raise DataError(f"Unknown dataset {config.name!r}: set --config.data.name to cifar10 or "
+                  "digits.")
+
+
+def load_cifar10_binary(path: str) -> Dataset:
+  """CIFAR-10 in its binary format: `data_batch_*.bin` (train) and `test_batch.bin` (test).
+
+  `path` is the `cifar-10-batches-bin` folder or one that contains it.
+  """
+  if os.path.isdir(os.path.join(path, "cifar-10-batches-bin")):
+    path = os.path.join(path, "cifar-10-batches-bin")
+  train_files = sorted(glob.glob(os.path.join(path, "data_batch_*.bin")))
+  test_file = os.path.join(path, "test_batch.bin")
+  if not train_files:
+    raise DataError(f"No CIFAR-10 binary files (data_batch_*.bin) in {path!r}: point "
+                    "--config.data.dir at the extracted cifar-10-batches-bin folder.")
+  train = _concat([_read_cifar_binary(f) for f in train_files])
+  test = _read_cifar_binary(test_file) if os.path.exists(test_file) else Split(
+      train.images[:0], train.labels[:0])
+  return Dataset(train, test, 10, CIFAR10_MEAN, CIFAR10_STD)
+
+
+def _read_cifar_binary(filename: str) -> Split:
+  raw = np.fromfile(filename, np.uint8)
+  if raw.size == 0 or raw.size % _RECORD_BYTES:
+    raise DataError(f"{filename} is not CIFAR-10 binary data: {raw.size} bytes is not a "
+                    f"positive multiple of the {_RECORD_BYTES}-byte record (1 label byte + "
+                    "3072 pixel bytes).")
+  records = raw.reshape(-1, _RECORD_BYTES)
+  labels = records[:, 0].astype(np.int32)
+  if labels.max() > 9:
+    raise DataError(f"{filename}: label {labels.max()} is out of range 0-9; is this "
+                    "CIFAR-100 or another format?")
+  images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return Split(np.ascontiguousarray(images), labels)
+
+
+def _concat(splits) -> Split:
+  return Split(np.concatenate([s.images for s in splits]),
+               np.concatenate([s.labels for s in splits]))
+
+
+def load_cifar10_tfds(data_dir: str | None = None) -> Dataset:
+  """CIFAR-10 through `tfds.data_source`; downloads it once when it is not prepared.
+
+  Offline and unprepared, `tfds` would retry its download for minutes; this checks the
+  download host first and fails at once with a message saying how to provide the data.
+  """
+  import tensorflow_datasets as tfds
+
+  builder = tfds.builder("cifar10", data_dir=data_dir)
+  if not builder.is_prepared():
+    if not _reachable(*_DOWNLOAD_HOST):
+      raise DataError(
+          f"CIFAR-10 is not prepared in {builder.data_dir!r} and {_DOWNLOAD_HOST[0]} is "
+          "unreachable (offline?): run once with network access, or pass "
+          "--config.data.dir=<folder with the CIFAR-10 binary files, cifar-10-batches-bin>.")
+    builder.download_and_prepare(file_format="array_record")
+  sources = tfds.data_source("cifar10", data_dir=data_dir, split=["train", "test"])
+  return Dataset(*[_from_source(s) for s in sources], 10, CIFAR10_MEAN, CIFAR10_STD)
+
+
+def _from_source(source) -> Split:
+  examples = source.__getitems__(list(range(len(source))))
+  images = np.stack([np.asarray(e["image"], np.uint8) for e in examples])
+  labels = np.array([e["label"] for e in examples], np.int32)
+  return Split(images, labels)
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+  try:
+    with socket.create_connection((host, port), timeout=timeout):
+      return True
+  except OSError:
+    return False
+
+
+def load_digits() -> Dataset:
+  """scikit-learn's 1,797 handwritten digits (8x8, 17 grey levels), shipped with the package.
+
+  Small enough to search on a laptop CPU in a couple of minutes: the quick-start dataset.
+  Pixels are scaled from 0-16 to 0-255; the last 297 images are the test split.
+  """
+  from sklearn.datasets import load_digits as sklearn_digits
+
+  digits = sklearn_digits()
+  images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+  labels = digits.target.astype(np.int32)
+  mean = (float(images[:1500].mean()) / 255,)
+  std = (float(images[:1500].std()) / 255,)
+  return Dataset(Split(images[:1500], labels[:1500]), Split(images[1500:], labels[1500:]),
+                 10, mean, std)
+
+
+def search_split(train: Split, portion: float = 0.5) -> tuple[Split, Split]:
+  """DARTS' split of the training set: the first `portion` trains the weights, the rest the
+  alphas (the official code: the first 25,000 CIFAR-10 training images, then the last)."""
+  n = int(len(train.labels) * portion)
+  return (Split(train.images[:n], train.labels[:n]),
+          Split(train.images[n:], train.labels[n:]))
+
+
+class Batches:
+  """Endless shuffled batches of a split, reshuffled every epoch, from a numpy generator.
+
+  Drops the last partial batch (as DARTS' loaders effectively do for the alpha queue).
+  `state()`/`from_state` hold the position so a run can resume where it stopped.
+  """
+
+  def __init__(self, split: Split, batch_size: int, seed: int, epoch: int = 0, index: int = 0):
+    if batch_size > len(split.labels):
+      raise DataError(f"batch size {batch_size} is larger than the {len(split.labels)} "
+                      "examples of the split: lower --config.batch_size.")
+    self.split, self.batch_size, self.seed = split, batch_size, seed
+    self.epoch, self.index = epoch, index
+    self.steps_per_epoch = len(split.labels) // batch_size
+    self._order = self._permutation(epoch)
+
+  def _permutation(self, epoch):
+    return np.random.default_rng([self.seed, epoch]).permutation(len(self.split.labels))
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self.index >= self.steps_per_epoch:
+      self.epoch, self.index = self.epoch + 1, 0
+      self._order = self._permutation(self.epoch)
+    rows = self._order[self.index * self.batch_size:(self.index + 1) * self.batch_size]
+    self.index += 1
+    return {"images": self.split.images[rows], "labels": self.split.labels[rows]}

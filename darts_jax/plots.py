@@ -1,0 +1,84 @@
+"""Pictures of a search: the derived cells, and how softmax(alpha) moved over the epochs."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from darts_jax.genotypes import PRIMITIVES, STEPS  # noqa: E402
+
+_OP_COLOURS = dict(zip(PRIMITIVES, plt.get_cmap("tab10").colors))
+
+
+def plot_cell(edges, concat, filename, title=""):
+  """Draws a cell: inputs c_{k-2}, c_{k-1} left, nodes 0..3, the output c_{k} right.
+
+  Args:
+    edges: the genotype's list of (op, source) pairs, two per node in node order.
+    concat: the nodes (as state indices, 2..5) concatenated into the output.
+  """
+  steps = len(edges) // 2
+  pos = {0: (0.0, 1.0), 1: (0.0, -1.0)}
+  for i in range(steps):
+    pos[2 + i] = (1.0 + i, 1.5 - 3.0 * i / max(steps - 1, 1))
+  pos["out"] = (steps + 1.0, 0.0)
+  names = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"}
+  names.update({2 + i: str(i) for i in range(steps)})
+
+  fig, ax = plt.subplots(figsize=(2.2 * (steps + 2), 4.5))
+  for node, (op, source) in zip([2 + i // 2 for i in range(len(edges))], edges):
+    _arrow(ax, pos[source], pos[node], op.replace("_", " "), _OP_COLOURS.get(op, "black"))
+  for node in concat:
+    _arrow(ax, pos[node], pos["out"], "", "grey")
+  for key, (x, y) in pos.items():
+    colour = "lightblue" if key in (0, 1) else "khaki" if key == "out" else "lightgrey"
+    ax.text(x, y, f"${names[key]}$" if key in (0, 1, "out") else names[key], ha="center",
+            va="center", fontsize=12, bbox=dict(boxstyle="round", fc=colour), zorder=3)
+  ax.set_xlim(-0.6, steps + 1.6)
+  ax.set_ylim(-2.0, 2.0)
+  ax.axis("off")
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(filename, dpi=100)
+  plt.close(fig)
+
+
+def _arrow(ax, start, end, label, colour):
+  ax.annotate("", xy=end, xytext=start, zorder=1,
+              arrowprops=dict(arrowstyle="->", color=colour, lw=1.5, shrinkA=14, shrinkB=14,
+                              connectionstyle="arc3,rad=0.12"))
+  if label:
+    x, y = (start[0] + end[0]) / 2, (start[1] + end[1]) / 2
+    ax.text(x, y, label, fontsize=8, color=colour, ha="center", va="center", zorder=2,
+            bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+
+
+def plot_alpha_history(history, filename):
+  """One panel per edge and cell type: softmax(alpha) of each op against the epoch.
+
+  Args:
+    history: {"normal": (epochs, 14, 8), "reduce": (epochs, 14, 8)} softmax weights.
+  """
+  kinds = list(history)
+  edges = np.asarray(history[kinds[0]]).shape[1]
+  fig, axes = plt.subplots(len(kinds), edges, figsize=(1.6 * edges, 2.2 * len(kinds)),
+                           sharex=True, sharey=True, squeeze=False)
+  labels = [f"{i}<-{j}" for i in range(STEPS) for j in range(2 + i)]
+  for row, kind in enumerate(kinds):
+    weights = np.asarray(history[kind])
+    epochs = np.arange(len(weights))
+    for e in range(edges):
+      ax = axes[row, e]
+      for k, op in enumerate(PRIMITIVES):
+        ax.plot(epochs, weights[:, e, k], color=_OP_COLOURS[op], lw=1.2, label=op)
+      ax.set_title(f"{kind} {labels[e] if e < len(labels) else e}", fontsize=7)
+      ax.tick_params(labelsize=6)
+  axes[0, 0].set_ylabel("softmax(alpha)", fontsize=7)
+  handles, names = axes[0, 0].get_legend_handles_labels()
+  fig.legend(handles, names, loc="lower center", ncol=len(PRIMITIVES), fontsize=8)
+  fig.tight_layout(rect=(0, 0.08, 1, 1))
+  fig.savefig(filename, dpi=80)
+  plt.close(fig)
