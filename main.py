@@ -33,7 +33,8 @@ def main(argv):
   if workdir is None:
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     workdir = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-  xla_flags.configure_cpu()
+  if config.get("xla_cpu_fast_kernels"):
+    xla_flags.configure_cpu()  # before JAX starts its backend
   tasks.run(config, workdir)
 
 

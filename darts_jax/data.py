@@ -104,13 +104,18 @@ def load_cifar10_tfds(data_dir: str | None = None) -> Dataset:
           f"CIFAR-10 is not prepared in {builder.data_dir!r} and {_DOWNLOAD_HOST[0]} is "
           "unreachable (offline?): run once with network access, or pass "
           "--config.data.dir=<folder with the CIFAR-10 binary files, cifar-10-batches-bin>.")
-    builder.download_and_prepare(file_format="array_record")
-  sources = tfds.data_source("cifar10", data_dir=data_dir, split=["train", "test"])
+    try:
+      builder.download_and_prepare(file_format="array_record")
+    except ImportError as e:  # writing the records may need TensorFlow; reading does not
+      raise DataError(f"Preparing CIFAR-10 with tensorflow-datasets failed ({e}): install "
+                      "tensorflow-cpu once, or pass --config.data.dir=<folder with the "
+                      "CIFAR-10 binary files>.") from None
+  sources = builder.as_data_source(split=["train", "test"])
   return Dataset(*[_from_source(s) for s in sources], 10, CIFAR10_MEAN, CIFAR10_STD)
 
 
 def _from_source(source) -> Split:
-  examples = source.__getitems__(list(range(len(source))))
+  examples = [source[i] for i in range(len(source))]
   images = np.stack([np.asarray(e["image"], np.uint8) for e in examples])
   labels = np.array([e["label"] for e in examples], np.int32)
   return Split(images, labels)

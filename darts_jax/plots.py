@@ -23,12 +23,18 @@ def plot_cell(edges, concat, filename, title=""):
   steps = len(edges) // 2
   pos = {0: (0.0, 1.0), 1: (0.0, -1.0)}
   for i in range(steps):
-    pos[2 + i] = (1.0 + i, 1.5 - 3.0 * i / max(steps - 1, 1))
+    pos[2 + i] = (1.0 + i, 0.9 if i % 2 == 0 else -0.9)  # zigzag: arcs pass between nodes
   pos["out"] = (steps + 1.0, 0.0)
   names = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"}
   names.update({2 + i: str(i) for i in range(steps)})
 
   fig, ax = plt.subplots(figsize=(2.2 * (steps + 2), 4.5))
+  # Fix the layout first: arrows curve in display space, and labels follow them there.
+  ax.set_xlim(-0.6, steps + 1.6)
+  ax.set_ylim(-2.0, 2.0)
+  ax.axis("off")
+  ax.set_title(title)
+  fig.tight_layout()
   for node, (op, source) in zip([2 + i // 2 for i in range(len(edges))], edges):
     _arrow(ax, pos[source], pos[node], op.replace("_", " "), _OP_COLOURS.get(op, "black"))
   for node in concat:
@@ -37,21 +43,25 @@ def plot_cell(edges, concat, filename, title=""):
     colour = "lightblue" if key in (0, 1) else "khaki" if key == "out" else "lightgrey"
     ax.text(x, y, f"${names[key]}$" if key in (0, 1, "out") else names[key], ha="center",
             va="center", fontsize=12, bbox=dict(boxstyle="round", fc=colour), zorder=3)
-  ax.set_xlim(-0.6, steps + 1.6)
-  ax.set_ylim(-2.0, 2.0)
-  ax.axis("off")
-  ax.set_title(title)
-  fig.tight_layout()
   fig.savefig(filename, dpi=100)
   plt.close(fig)
+
+
+_RAD = 0.25  # curvature of the edges
 
 
 def _arrow(ax, start, end, label, colour):
   ax.annotate("", xy=end, xytext=start, zorder=1,
               arrowprops=dict(arrowstyle="->", color=colour, lw=1.5, shrinkA=14, shrinkB=14,
-                              connectionstyle="arc3,rad=0.12"))
+                              connectionstyle=f"arc3,rad={_RAD}"))
   if label:
-    x, y = (start[0] + end[0]) / 2, (start[1] + end[1]) / 2
+    # A point 40% along matplotlib's arc3 curve (a quadratic Bezier built in display space).
+    to_display = ax.transData.transform
+    p0, p2 = to_display(start), to_display(end)
+    (dx, dy), t = p2 - p0, 0.4
+    control = (p0 + p2) / 2 + _RAD * np.array([dy, -dx])
+    point = (1 - t) ** 2 * p0 + 2 * t * (1 - t) * control + t ** 2 * p2
+    x, y = ax.transData.inverted().transform(point)
     ax.text(x, y, label, fontsize=8, color=colour, ha="center", va="center", zorder=2,
             bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
 

@@ -5,6 +5,8 @@ import os
 # On 2 CPU cores (jax 0.10.2) XLA's older loop emitters run the supernet's fused elementwise
 # work faster than the new fusion emitters: forward + backward of the paper-size supernet at
 # batch 64 took 10.5 s instead of 12.1 s (batch 16: 2.2 s instead of 2.6 s), same values.
+# They compile slower, though: the exact search step took 80 s to compile instead of 28 s.
+# So: on for long searches (configs/cifar_search.py), off where compile time dominates.
 CPU_FLAGS = ("--xla_cpu_use_fusion_emitters=false",)
 
 

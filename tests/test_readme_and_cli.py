@@ -47,7 +47,7 @@ def test_readme_quick_start_lists_three_commands():
   text = (ROOT / "README.md").read_text()
   block = re.search(r"## Quick start\n\n```bash\n(.*?)```", text, flags=re.S).group(1)
   assert block.strip().splitlines() == ['pip install -e ".[test]"',
-                                        "python main.py --config configs/toy_search.py",
+                                        "python main.py --config configs/quick_search.py",
                                         "pytest"]
 
 
