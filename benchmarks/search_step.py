@@ -140,8 +140,8 @@ def main():
         row = {}
         for phase, steps in (("cold", args.steps), ("warm", 0)):
           cmd = [sys.executable, __file__, "--one", "--method", method, "--batch", str(batch),
-                 "--steps", str(steps), "--cache-dir", cache, "--channels", str(args.channels), "--remat", args.remat,
-                 "--layers", str(args.layers)]
+                 "--steps", str(steps), "--cache-dir", cache, "--channels", str(args.channels),
+                 "--layers", str(args.layers), "--remat", args.remat]
           out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
           lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
           if out.returncode or not lines:

@@ -27,17 +27,24 @@ import optax
 from tqdm import tqdm
 
 from darts_jax import augment, data, plots, search
+from darts_jax.errors import ConfigError, UserError
 from darts_jax.genotypes import PRIMITIVES, derive_genotype
+from darts_jax.hypergradient import METHODS
 from darts_jax.metrics import MetricWriter
-from darts_jax.supernet import SearchNetwork, init_alphas, init_supernet
+from darts_jax.supernet import REMAT_POLICIES, SearchNetwork, init_alphas, init_supernet
 
 
-class NonFiniteLossError(RuntimeError):
-  pass
+class NonFiniteLossError(UserError):
+  """The training loss became NaN or infinite."""
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the search described by `config`; returns the final genotype and metrics."""
+  # Checked before the data loads and the step compiles, so a typo costs no time.
+  for name, value, allowed in (("hypergradient.method", config.hypergradient.method, METHODS),
+                               ("model.remat", config.model.remat, REMAT_POLICIES)):
+    if value not in allowed:
+      raise ConfigError(f"--config.{name}={value!r} is not one of {', '.join(allowed)}.")
   os.makedirs(os.path.join(workdir, "genotypes"), exist_ok=True)
   dataset = data.load(config.data)
   train = dataset.train

@@ -1,6 +1,6 @@
 """Datasets for search and evaluation, as uint8 NHWC arrays in host memory.
 
-CIFAR-10 comes from tensorflow-datasets (`tfds.data_source`, which reads array_record files
+CIFAR-10 comes from tensorflow-datasets (`as_data_source`, which reads array_record files
 without TensorFlow) or from a local folder in the standard CIFAR-10 binary format, read with
 numpy. The whole of CIFAR-10 is 180 MB as uint8, so it is held in memory and batches are
 gathered by index; augmentation runs on the device, inside the jitted step
@@ -16,13 +16,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from darts_jax.errors import UserError
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 _RECORD_BYTES = 1 + 32 * 32 * 3  # label, then the red, green and blue planes
 _DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)  # where tfds fetches CIFAR-10
 
 
-class DataError(Exception):
+class DataError(UserError):
   """Data that is missing or malformed; the message says how to fix it."""
 
 
@@ -157,8 +159,8 @@ def search_split(train: Split, portion: float = 0.5) -> tuple[Split, Split]:
 class Batches:
   """Endless shuffled batches of a split, reshuffled every epoch, from a numpy generator.
 
-  Drops the last partial batch (as DARTS' loaders effectively do for the alpha queue).
-  `state()`/`from_state` hold the position so a run can resume where it stopped.
+  Drops the last partial batch (as DARTS' loaders effectively do for the alpha queue). The
+  order is a function of (seed, epoch), so `epoch` and `index` are the whole position.
   """
 
   def __init__(self, split: Split, batch_size: int, seed: int, epoch: int = 0, index: int = 0):

@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from darts_jax.errors import UserError
+
 # The order fixes the alpha columns (../shared/REFERENCE.md).
 PRIMITIVES = (
     "none",
@@ -32,7 +34,7 @@ def edge_index(node: int, source: int) -> int:
   return sum(2 + i for i in range(node)) + source
 
 
-class GenotypeError(ValueError):
+class GenotypeError(UserError, ValueError):
   """A genotype that is malformed or names an unknown op."""
 
 

@@ -2,6 +2,8 @@
 
 import importlib
 
+from darts_jax.errors import UserError
+
 # task name -> "module:function"; each function is `train_and_evaluate(config, workdir)`.
 TASKS = {
     "cnn_search": "darts_jax.cnn_search:train_and_evaluate",
@@ -15,10 +17,7 @@ def run(config, workdir):
     raise SystemExit(f"Unknown task {config.task!r} in the config; known tasks: "
                      f"{', '.join(sorted(TASKS))}.")
   module, function = TASKS[config.task].split(":")
-  from darts_jax.cnn_search import NonFiniteLossError
-  from darts_jax.data import DataError
-  from darts_jax.genotypes import GenotypeError
   try:
     return getattr(importlib.import_module(module), function)(config, workdir)
-  except (DataError, GenotypeError, NonFiniteLossError) as e:
+  except UserError as e:
     raise SystemExit(f"{type(e).__name__}: {e}") from None

@@ -98,6 +98,19 @@ def tiny_config(**overrides):
   return config
 
 
+@pytest.mark.parametrize("override,message", [
+    ("--config.hypergradient.method=second_order", "hypergradient.method='second_order'"),
+    ("--config.model.remat=all", "model.remat='all'"),
+])
+def test_bad_config_values_are_one_line_through_main(tmp_path, override, message):
+  out = subprocess.run(
+      [sys.executable, "main.py", "--config", "configs/quick_search.py",
+       f"--workdir={tmp_path}", override], capture_output=True, text=True, timeout=120, cwd=ROOT)
+  assert out.returncode != 0
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("ConfigError:") and message in lines[0], out.stderr
+
+
 @pytest.mark.parametrize("method", ["first_order", "finite_difference"])
 def test_search_on_tfds_mock_data(tmp_path, monkeypatch, method):
   monkeypatch.setattr(data, "_reachable", lambda *args: True)  # "online": tfds is mocked
