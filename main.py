@@ -5,6 +5,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from darts_jax import tasks, xla_flags
@@ -33,6 +34,10 @@ def main(argv):
   if workdir is None:
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     workdir = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+  # The libraries' INFO logs (Orbax's per-save lines, JAX's backend probing) would bury the
+  # progress bars and per-epoch lines; warnings still show. --verbosity=0 brings them back.
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
   if config.get("xla_cpu_fast_kernels"):
     xla_flags.configure_cpu()  # before JAX starts its backend
   tasks.run(config, workdir)

@@ -27,3 +27,18 @@ def random_crop_flip(key, images, pad: int = 4):
   out = jax.vmap(crop)(padded, ys, xs)
   flip = jax.random.bernoulli(k_flip, 0.5, (n,))
   return jnp.where(flip[:, None, None, None], out[:, :, ::-1], out)
+
+
+def cutout(key, images, length: int = 16):
+  """Per image, zeroes a `length` x `length` square centred at a uniformly random pixel,
+  clipped at the borders, in every channel: DeVries & Taylor's cutout as DARTS applies it,
+  after normalisation (so the square holds zeros, the dataset's mean colour)."""
+  n, h, w, _ = images.shape
+  k_y, k_x = jax.random.split(key)
+  ys = jax.random.randint(k_y, (n, 1, 1), 0, h)
+  xs = jax.random.randint(k_x, (n, 1, 1), 0, w)
+  rows = jnp.arange(h)[None, :, None]
+  cols = jnp.arange(w)[None, None, :]
+  inside = ((rows >= ys - length // 2) & (rows < ys + length // 2)
+            & (cols >= xs - length // 2) & (cols < xs + length // 2))
+  return jnp.where(inside[..., None], jnp.zeros((), images.dtype), images)

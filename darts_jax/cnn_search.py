@@ -24,18 +24,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from darts_jax import augment, data, plots, search
-from darts_jax.errors import ConfigError, UserError
+from darts_jax.errors import ConfigError
 from darts_jax.genotypes import PRIMITIVES, derive_genotype
 from darts_jax.hypergradient import METHODS
-from darts_jax.metrics import MetricWriter
+from darts_jax.metrics import EpochProgress, MetricWriter
 from darts_jax.supernet import REMAT_POLICIES, SearchNetwork, init_alphas, init_supernet
-
-
-class NonFiniteLossError(UserError):
-  """The training loss became NaN or infinite."""
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -99,26 +94,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   for epoch in range(config.epochs):
     start = time.perf_counter()
-    sums = np.zeros(3)  # train loss, train accuracy, steps
-    bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-               unit="step", dynamic_ncols=True, disable=not config.progress_bar)
-    for i in bar:
+    progress = EpochProgress(epoch, config.epochs, steps_per_epoch, config.log_every,
+                             config.progress_bar)
+    for i in progress:
       step = epoch * steps_per_epoch + i
       state, metrics = train_step(state, jax.random.fold_in(step_key, step),
                                   next(train_batches), next(val_batches))
-      if i % config.log_every == 0 or i == steps_per_epoch - 1:
-        loss, accuracy = float(metrics["train_loss"]), float(metrics["train_accuracy"])
-        if not np.isfinite(loss):
-          raise NonFiniteLossError(f"Training loss is {loss} at epoch {epoch + 1}, step "
-                                   f"{step}: lower --config.learning_rate or check the data.")
-        sums += (loss, accuracy, 1)
-        bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}")
+      progress.log(i, step, metrics["train_loss"], metrics["train_accuracy"])
     val_loss, val_accuracy = evaluate(eval_step, state, alpha_half, config.batch_size,
                                       config.get("eval_examples"))
     genotype = derive_genotype(state.alphas["normal"], state.alphas["reduce"])
     for kind in history:
       history[kind].append(np.asarray(jax.nn.softmax(state.alphas[kind], axis=-1)))
-    scalars = {"train_loss": sums[0] / sums[2], "train_accuracy": sums[1] / sums[2],
+    scalars = {"train_loss": progress.loss, "train_accuracy": progress.accuracy,
                "search_val_loss": val_loss, "search_val_accuracy": val_accuracy,
                "learning_rate": search.cosine_per_epoch(
                    config.learning_rate, config.learning_rate_min, config.epochs,
@@ -157,12 +145,8 @@ def evaluate(eval_step, state, split: data.Split, batch_size: int, limit=None):
   """Mean loss and accuracy of the supernet (evaluation mode) over `split`."""
   n = len(split.labels) if not limit else min(limit, len(split.labels))
   total_loss = total_correct = 0.0
-  for start in range(0, n, batch_size):
-    rows = np.arange(start, start + batch_size)
-    mask = rows < n
-    rows = np.where(mask, rows, 0)  # a full-size last batch: one compiled shape
-    batch = {"images": split.images[rows], "labels": split.labels[rows]}
-    loss, correct = eval_step(state, batch, mask.astype(np.float32))
+  for batch, mask in data.padded_batches(split, batch_size, limit):
+    loss, correct = eval_step(state, batch, mask)
     total_loss += float(loss)
     total_correct += float(correct)
   return total_loss / n, total_correct / n

@@ -185,3 +185,14 @@ class Batches:
     rows = self._order[self.index * self.batch_size:(self.index + 1) * self.batch_size]
     self.index += 1
     return {"images": self.split.images[rows], "labels": self.split.labels[rows]}
+
+
+def padded_batches(split: Split, batch_size: int, limit: int | None = None):
+  """Yields `(batch, mask)` over the first `limit` (default: all) examples in order; the last
+  batch is padded to full size with mask 0, so evaluation compiles one shape."""
+  n = len(split.labels) if not limit else min(limit, len(split.labels))
+  for start in range(0, n, batch_size):
+    rows = np.arange(start, start + batch_size)
+    mask = rows < n
+    rows = np.where(mask, rows, 0)
+    yield {"images": split.images[rows], "labels": split.labels[rows]}, mask.astype(np.float32)

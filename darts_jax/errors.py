@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
   """A config value out of its allowed set."""
+
+
+class NonFiniteLossError(UserError):
+  """The training loss became NaN or infinite."""

@@ -20,7 +20,7 @@ import numpy as np
 from jax import lax
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-DEPTHWISE_IMPLS = ("dense", "grouped")
+DEPTHWISE_IMPLS = ("dense", "grouped", "shifted")
 
 
 def default_depthwise_impl() -> str:
@@ -76,16 +76,20 @@ def _conv_canonical_fwd(x, kernel, stride, dilation):
   return _conv(x, kernel, stride, dilation), (x, kernel)
 
 
+def _input_gradient_padding(spatial, k, stride, dilation):
+  """Padding of the (stride-dilated) output gradient whose full correlation with the flipped
+  kernel is the input gradient; rows the forward stride skipped at the end get zeros."""
+  pad = dilation * (k - 1) // 2
+  extent = dilation * (k - 1)
+  return [(extent - pad, extent - pad + (n + 2 * pad - extent - 1) % stride) for n in spatial]
+
+
 def _conv_canonical_bwd(stride, dilation, residuals, g):
   x, kernel = residuals
   k = kernel.shape[0]
   pad = dilation * (k - 1) // 2
-  extent = dilation * (k - 1)
-  # The input gradient is the full correlation of the (stride-dilated) output gradient with
-  # the flipped kernel; rows the forward stride skipped at the end get zero padding.
-  rest = [(n + 2 * pad - extent - 1) % stride for n in x.shape[1:3]]
   flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
-  dx = _conv(g, flipped, 1, dilation, [(extent - pad, extent - pad + r) for r in rest],
+  dx = _conv(g, flipped, 1, dilation, _input_gradient_padding(x.shape[1:3], k, stride, dilation),
              lhs_dilation=(stride, stride))
   # The kernel gradient correlates x with g over the batch: channels act as the batch and
   # the batch as the features; the forward stride becomes a dilation of g and vice versa.
@@ -102,8 +106,89 @@ def separable(x, dw, pw, stride, dilation, impl):
   """Depthwise k x k (stride, dilation) then 1x1: dw (k, k, C), pw (C, D)."""
   if impl == "dense":
     return conv2d(x, jnp.einsum("abc,cd->abcd", dw, pw), stride, dilation)
-  y = conv2d(x, dw[:, :, None, :], stride, dilation, groups=x.shape[-1])
-  return y @ pw
+  return pointwise(depthwise(x, dw, stride, dilation, impl), pw)
+
+
+def pointwise(x, kernel):
+  """1x1 convolution, kernel (C, D), as one 2-D matrix product: XLA's CPU backend runs the
+  gradient of a (N*H*W, C) @ (C, D) product about 3x faster than that of the NHWC form."""
+  return (x.reshape(-1, x.shape[-1]) @ kernel).reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+def depthwise(x, kernel, stride=1, dilation=1, impl="grouped"):
+  """Depthwise k x k convolution, kernel (k, k, C), PyTorch's symmetric padding.
+
+  "grouped" is XLA's grouped convolution (native on GPU/TPU). "shifted" writes it as the sum
+  of k * k shifted windows of the padded input times a per-channel weight: elementwise work
+  that XLA fuses into one loop. On CPU, where grouped convolutions run a slow generic loop,
+  that is 2-5x faster forward and backward at the DARTS evaluation sizes (measured, batch
+  96: 32x32x36 and 16x16x72), and for wide layers faster than composing a dense kernel,
+  which does C times the multiplications.
+  """
+  if impl == "grouped":
+    return conv2d(x, kernel[:, :, None, :], stride, dilation, groups=x.shape[-1])
+  if impl != "shifted":
+    raise ValueError(f"Unknown depthwise impl {impl!r}; expected 'grouped' or 'shifted'.")
+  return _depthwise_shifted(x, kernel, stride, dilation)
+
+
+def _windows(padded, k, dilation, stride, out_hw):
+  """The k * k shifted (strided, dilated) windows of a padded NHWC array, (a, b, window)."""
+  n, _, _, c = padded.shape
+  out_h, out_w = out_hw
+  for a in range(k):
+    for b in range(k):
+      start = (0, a * dilation, b * dilation, 0)
+      end = (n, start[1] + (out_h - 1) * stride + 1, start[2] + (out_w - 1) * stride + 1, c)
+      yield a, b, lax.slice(padded, start, end, (1, stride, stride, 1))
+
+
+def _depthwise_forward(x, kernel, stride, dilation):
+  k = kernel.shape[0]
+  pad = dilation * (k - 1) // 2
+  out_hw = [(size + 2 * pad - dilation * (k - 1) - 1) // stride + 1 for size in x.shape[1:3]]
+  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  out = 0
+  for a, b, window in _windows(padded, k, dilation, stride, out_hw):
+    out = out + window * kernel[a, b]
+  return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _depthwise_shifted(x, kernel, stride, dilation):
+  """Shifted-window depthwise convolution that keeps only x for its backward pass (plain
+  autodiff would keep all k * k windows: k * k times the activation memory)."""
+  return _depthwise_forward(x, kernel, stride, dilation)
+
+
+def _depthwise_shifted_fwd(x, kernel, stride, dilation):
+  return _depthwise_forward(x, kernel, stride, dilation), (x, kernel)
+
+
+def _depthwise_shifted_bwd(stride, dilation, residuals, g):
+  x, kernel = residuals
+  k = kernel.shape[0]
+  pad = dilation * (k - 1) // 2
+  # dx: the stride-dilated gradient correlated with the flipped kernel (as for a dense conv).
+  (top, bottom), (left, right) = _input_gradient_padding(x.shape[1:3], k, stride, dilation)
+  g_padded = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0), (top, bottom, stride - 1),
+                                                  (left, right, stride - 1), (0, 0, 0)])
+  flipped = jnp.flip(kernel, (0, 1))
+  dx = 0
+  for a, b, window in _windows(g_padded, k, dilation, 1, x.shape[1:3]):
+    dx = dx + window * flipped[a, b]
+  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  # One variadic reduction for all k * k kernel taps: XLA emits a single loop that reads x
+  # and g once (k * k separate sums read them k * k times: 5x slower at 32x32x36).
+  products = tuple(window * g for _, _, window in
+                   _windows(padded, k, dilation, stride, g.shape[1:3]))
+  zero = np.zeros((), g.dtype)
+  dk = lax.reduce(products, (zero,) * len(products),
+                  lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
+  return dx, jnp.stack(dk).reshape(kernel.shape)
+
+
+_depthwise_shifted.defvjp(_depthwise_shifted_fwd, _depthwise_shifted_bwd)
 
 
 def max_pool_3x3(x, stride):
@@ -123,7 +208,8 @@ def avg_pool_3x3(x, stride):
 def factorized_reduce_convs(x, conv1, conv2):
   """ReLU, then two 1x1 stride-2 convs (C, D/2) on x and on x shifted by one pixel, concat."""
   x = jax.nn.relu(x)
-  return jnp.concatenate([x[:, ::2, ::2] @ conv1, x[:, 1::2, 1::2] @ conv2], axis=-1)
+  return jnp.concatenate([pointwise(x[:, ::2, ::2], conv1), pointwise(x[:, 1::2, 1::2], conv2)],
+                         axis=-1)
 
 
 def batch_norm(x, mean, var, *, train, feature_ndim=1, momentum=0.1, epsilon=1e-5):

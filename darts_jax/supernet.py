@@ -111,7 +111,7 @@ class ReLUConvBN1x1(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     kernel = _param(self, "kernel", (x.shape[-1], self.features))
-    return ops.BatchNorm(name="bn")(jax.nn.relu(x) @ kernel, train)
+    return ops.BatchNorm(name="bn")(ops.pointwise(jax.nn.relu(x), kernel), train)
 
 
 class FactorizedReduce(nn.Module):

@@ -6,7 +6,9 @@ from darts_jax.errors import UserError
 
 # task name -> "module:function"; each function is `train_and_evaluate(config, workdir)`.
 TASKS = {
+    "cnn_eval": "darts_jax.cnn_eval:train_and_evaluate",
     "cnn_search": "darts_jax.cnn_search:train_and_evaluate",
+    "rnn_search": "darts_jax.rnn_search:train_and_evaluate",
     "toy_search": "darts_jax.toy_search:train_and_evaluate",
 }
 

@@ -6,13 +6,13 @@ import subprocess
 import sys
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from configs import cifar_search
 from darts_jax import augment, cnn_search, data
+from tests.helpers import override
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -89,13 +89,7 @@ def tiny_config(**overrides):
   config.model.channels, config.model.layers = 2, 3
   config.epochs, config.batch_size, config.log_every = 1, 4, 1
   config.progress_bar = False
-  for key, value in overrides.items():
-    target = config
-    *path, last = key.split(".")
-    for part in path:
-      target = target[part]
-    target[last] = value
-  return config
+  return override(config, **overrides)
 
 
 @pytest.mark.parametrize("override,message", [
@@ -169,4 +163,4 @@ def test_quick_search_config_through_main(tmp_path):
   assert out.returncode == 0, out.stderr
   assert "digits: 128 images train the weights, 128 the alphas" in out.stdout
   genotype = json.loads((tmp_path / "genotype.json").read_text())
-  assert f"derived genotype: " in out.stdout and len(genotype["reduce"]) == 8
+  assert "derived genotype: " in out.stdout and len(genotype["reduce"]) == 8

@@ -43,6 +43,11 @@ def test_readme_search_space_snippet_runs(tmp_path):
   assert second == "True"
 
 
+def test_readme_evaluation_network_snippet_runs(tmp_path):
+  out = run_readme_section("Train a genotype from scratch (evaluation)", tmp_path)
+  assert out.stdout.strip().splitlines() == ["3349342", "(2, 10) (2, 10)"]
+
+
 def test_readme_quick_start_lists_three_commands():
   text = (ROOT / "README.md").read_text()
   block = re.search(r"## Quick start\n\n```bash\n(.*?)```", text, flags=re.S).group(1)

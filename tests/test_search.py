@@ -1,7 +1,6 @@
 """One bilevel search step (alpha step, then weight step) on a tiny supernet, per method."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest

@@ -1,0 +1,287 @@
+"""Train a genotype from scratch: DARTS' CIFAR-10 and ImageNet evaluation, read top to bottom.
+
+    python main.py --config configs/cifar_eval.py --config.genotype=DARTS_V2
+    python main.py --config configs/cifar_eval.py --config.genotype=runs/search/genotype.json
+
+Each step is one jitted function: augmentation on the device (CIFAR: random crop, flip,
+normalise, cutout; ImageNet arrives augmented from the host pipeline and is only normalised
+here), the network in training mode with drop path at this epoch's rate, cross-entropy (label
+smoothed on ImageNet) plus 0.4 x the auxiliary head's, and SGD (momentum, L2 weight decay,
+gradients clipped to norm 5) at this epoch's learning rate. After every epoch the test split
+is evaluated; the last and the best model are kept.
+
+Writes to the workdir: `metrics.jsonl` and TensorBoard scalars, `checkpoints/last/` and
+`checkpoints/best/` (Orbax), `genotype.json` (what was trained) and `summary.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from darts_jax import augment, data
+from darts_jax.errors import ConfigError
+from darts_jax.genotypes import genotype_from_name_or_file
+from darts_jax.metrics import EpochProgress, MetricWriter
+from darts_jax.network import (NetworkCIFAR, NetworkImageNet, count_mult_adds, count_params,
+                               init_network)
+
+SCHEDULES = ("cosine", "exponential")
+
+
+class TrainState(NamedTuple):
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def learning_rate_schedule(config, steps_per_epoch: int):
+  """The per-epoch learning rate as a function of the step count.
+
+  "cosine" (CIFAR-10): lr_min + (lr - lr_min)(1 + cos(pi e / epochs)) / 2 for epoch e, lr_min
+  0 (the official CosineAnnealingLR stepped once per epoch); "exponential" (ImageNet):
+  lr * decay^e (the official StepLR(1, gamma=0.97)).
+  """
+  lr, epochs = config.learning_rate, config.epochs
+  if config.lr_schedule == "cosine":
+    lr_min = config.get("learning_rate_min", 0.0)
+    return lambda count: lr_min + 0.5 * (lr - lr_min) * (
+        1 + jnp.cos(math.pi * (count // steps_per_epoch) / epochs))
+  return lambda count: lr * config.lr_decay ** (count // steps_per_epoch)
+
+
+def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """Clip to global norm, then L2 decay added to the gradient, then SGD with momentum: the
+  order of the official `clip_grad_norm_` + `SGD(weight_decay=...)`."""
+  return optax.chain(optax.clip_by_global_norm(config.grad_clip),
+                     optax.add_decayed_weights(config.weight_decay),
+                     optax.sgd(learning_rate_schedule(config, steps_per_epoch),
+                               momentum=config.momentum))
+
+
+def build_model(config, genotype, num_classes: int):
+  kind = NetworkImageNet if config.data.name == "imagenet2012" else NetworkCIFAR
+  return kind(genotype, channels=config.model.channels, num_classes=num_classes,
+              layers=config.model.layers, auxiliary=config.model.auxiliary_weight > 0,
+              scan_cells=config.model.scan_cells, remat=config.model.remat)
+
+
+def cross_entropy(logits, labels, label_smoothing: float = 0.0):
+  """Mean cross-entropy against one-hot targets smoothed to (1 - eps) + eps / classes."""
+  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def make_train_step(model, optimizer, config, mean, std):
+  """`step(state, key, batch, drop_path_rate) -> (state, metrics)`, not yet jitted."""
+  crop_flip = config.augment.get("crop_flip", False)
+  cutout = config.augment.get("cutout", 0)
+  aux_weight = config.model.auxiliary_weight
+
+  def step(state: TrainState, key, batch, drop_path_rate):
+    k_crop, k_cutout, k_drop = jax.random.split(key, 3)
+    images = batch["images"]
+    if crop_flip:
+      images = augment.random_crop_flip(k_crop, images)
+    images = augment.normalise(images, mean, std)
+    if cutout:
+      images = augment.cutout(k_cutout, images, cutout)
+
+    def loss_fn(params):
+      (logits, aux_logits), updates = model.apply(
+          {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+          drop_path_rate=drop_path_rate, rngs={"drop_path": k_drop}, mutable=["batch_stats"])
+      loss = cross_entropy(logits, batch["labels"], config.label_smoothing)
+      total = loss
+      if aux_logits is not None:
+        total = loss + aux_weight * cross_entropy(aux_logits, batch["labels"],
+                                                  config.label_smoothing)
+      return total, (loss, logits, updates["batch_stats"])
+
+    (_, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
+    return TrainState(params, batch_stats, opt_state), {"loss": loss, "accuracy": accuracy}
+
+  return step
+
+
+def make_eval_step(model, mean, std):
+  """`eval_step(params, batch_stats, batch, mask) -> (loss sum, top-1 sum, top-5 sum)`."""
+
+  def eval_step(params, batch_stats, batch, mask):
+    images = augment.normalise(batch["images"], mean, std)
+    logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, images,
+                            train=False)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+    correct1 = top5[:, 0] == batch["labels"]
+    correct5 = jnp.any(top5 == batch["labels"][:, None], axis=-1)
+    return jnp.sum(losses * mask), jnp.sum(correct1 * mask), jnp.sum(correct5 * mask)
+
+  return eval_step
+
+
+def _check(config):
+  """Config values with a fixed set of choices, checked before anything loads or compiles."""
+  if config.lr_schedule not in SCHEDULES:
+    raise ConfigError(f"--config.lr_schedule={config.lr_schedule!r} is not one of "
+                      f"{', '.join(SCHEDULES)}.")
+  for name in ("batch_size", "epochs"):
+    if config[name] <= 0:
+      raise ConfigError(f"--config.{name}={config[name]} must be positive.")
+
+
+def _load_data(config):
+  """Returns (train batches, a function yielding (batch, mask) over the test split, image
+  shape, number of classes, mean, std, test size)."""
+  if config.data.name == "imagenet2012":
+    from darts_jax import imagenet_input  # Pillow pipeline; CIFAR runs never import it
+
+    source = imagenet_input.load_imagenet(config.data)
+    train = imagenet_input.TrainBatches(source.train, config.batch_size, seed=config.seed,
+                                        num_workers=config.data.num_workers)
+    test_batches = lambda: imagenet_input.eval_batches(source.validation, config.batch_size,
+                                                       num_workers=config.data.num_workers)
+    return (train, test_batches, (224, 224, 3), source.num_classes, imagenet_input.MEAN,
+            imagenet_input.STD, len(source.validation))
+  dataset = data.load(config.data)
+  train_split, test_split = dataset.train, dataset.test
+  if config.data.get("num_train"):
+    train_split = data.Split(*(a[:config.data.num_train] for a in train_split))
+  if config.data.get("num_test"):
+    test_split = data.Split(*(a[:config.data.num_test] for a in test_split))
+  # The last partial batch of each epoch is dropped (CIFAR-10: 80 of 50,000 images, a new
+  # random 80 each epoch), so every step has one compiled shape.
+  train = data.Batches(train_split, config.batch_size, seed=config.seed)
+  test_batches = lambda: data.padded_batches(test_split, config.batch_size)
+  return (train, test_batches, train_split.images.shape[1:], dataset.num_classes,
+          dataset.mean, dataset.std, len(test_split.labels))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config.genotype` from scratch; returns the final summary."""
+  _check(config)
+  genotype = genotype_from_name_or_file(config.genotype)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "genotype.json"), "w") as f:
+    f.write(genotype.to_json())
+  train_batches, test_batches, image_shape, num_classes, mean, std, num_test = _load_data(
+      config)
+  steps_per_epoch = train_batches.steps_per_epoch
+
+  model = build_model(config, genotype, num_classes)
+  variables = init_network(model, config.seed, image_shape)
+  optimizer = make_optimizer(config, steps_per_epoch)
+  state = TrainState(variables["params"], variables["batch_stats"],
+                     optimizer.init(variables["params"]))
+  params_count = count_params(state.params)
+  aux_count = count_params(state.params, include_auxiliary=True) - params_count
+  mult_adds = count_mult_adds(model, image_shape)
+  print(f"{type(model).__name__}: {config.genotype}, {model.layers} cells, C={model.channels}; "
+        f"{params_count:,} parameters (+{aux_count:,} in the auxiliary head), "
+        f"{mult_adds / 1e6:.0f}M mult-adds per image\n"
+        f"training {config.epochs} epochs of {steps_per_epoch} steps, batch {config.batch_size}; "
+        f"testing on {num_test} images", flush=True)
+
+  train_step = jax.jit(make_train_step(model, optimizer, config, mean, std), donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(model, mean, std))
+  checkpoints = _Checkpoints(os.path.join(workdir, "checkpoints"))
+  writer = MetricWriter(workdir)
+  schedule = learning_rate_schedule(config, steps_per_epoch)
+  step_key = jax.random.PRNGKey(config.seed + 1)
+  best = -1.0
+
+  try:
+    for epoch in range(config.epochs):
+      start = time.perf_counter()
+      # The official schedule: drop_path_prob * epoch / epochs, from 0 in the first epoch.
+      drop_path_rate = np.float32(config.model.drop_path_prob * epoch / config.epochs)
+      progress = EpochProgress(epoch, config.epochs, steps_per_epoch, config.log_every,
+                               config.progress_bar)
+      for i in progress:
+        step = epoch * steps_per_epoch + i
+        state, metrics = train_step(state, jax.random.fold_in(step_key, step),
+                                    next(train_batches), drop_path_rate)
+        progress.log(i, step, metrics["loss"], metrics["accuracy"])
+      train_seconds = time.perf_counter() - start
+      test = evaluate(eval_step, state, test_batches(), num_test)
+      scalars = {"train_loss": progress.loss, "train_accuracy": progress.accuracy,
+                 **{f"test_{k}": v for k, v in test.items()},
+                 "learning_rate": float(schedule(epoch * steps_per_epoch)),
+                 "drop_path_rate": float(drop_path_rate),
+                 "train_images_per_second": steps_per_epoch * config.batch_size / train_seconds,
+                 "epoch_seconds": time.perf_counter() - start}
+      writer.write((epoch + 1) * steps_per_epoch, {"epoch": epoch + 1, **scalars})
+      is_best = bool(test["accuracy"] > best)
+      best = max(best, test["accuracy"])
+      checkpoints.save(epoch + 1, state, is_best)
+      print(f"epoch {epoch + 1}/{config.epochs}: train loss {scalars['train_loss']:.4f} acc "
+            f"{scalars['train_accuracy']:.4f} | test loss {test['loss']:.4f} acc "
+            f"{test['accuracy']:.4f} top-5 {test['top5_accuracy']:.4f}{' (best)' * is_best} | "
+            f"lr {scalars['learning_rate']:.5f} drop path {drop_path_rate:.3f} | "
+            f"{scalars['train_images_per_second']:.1f} img/s", flush=True)
+  finally:  # the host pipeline's threads and pending checkpoint writes
+    writer.close()
+    checkpoints.close()
+    getattr(train_batches, "close", lambda: None)()
+
+  summary = {"genotype": config.genotype, "parameters": params_count,
+             "parameters_with_auxiliary": count_params(state.params, True),
+             "mult_adds": mult_adds, "epochs": config.epochs,
+             "final_test_accuracy": test["accuracy"], "best_test_accuracy": best,
+             "final_test_top5_accuracy": test["top5_accuracy"]}
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  print(f"done: {params_count / 1e6:.2f}M parameters, {mult_adds / 1e6:.0f}M mult-adds; test "
+        f"accuracy {test['accuracy']:.4f} final, {best:.4f} best (error {100 * (1 - best):.2f}%)"
+        f"\nwrote {workdir}/checkpoints/{{last,best}}, summary.json, metrics.jsonl", flush=True)
+  return summary
+
+
+def evaluate(eval_step, state: TrainState, batches, num_examples: int) -> dict:
+  """Mean loss, top-1 and top-5 accuracy over `(batch, mask)` pairs."""
+  sums = np.zeros(3)
+  for batch, mask in batches:
+    sums += [float(v) for v in eval_step(state.params, state.batch_stats, batch, mask)]
+  loss, top1, top5 = sums / num_examples
+  return {"loss": loss, "accuracy": top1, "top5_accuracy": top5}
+
+
+class _Checkpoints:
+  """The last epoch's state and the best test accuracy's, each an Orbax checkpoint."""
+
+  def __init__(self, directory: str):
+    import orbax.checkpoint as ocp
+
+    self._ocp = ocp
+    options = ocp.CheckpointManagerOptions(max_to_keep=1)
+    directory = os.path.abspath(directory)
+    self.last = ocp.CheckpointManager(os.path.join(directory, "last"), options=options)
+    self.best = ocp.CheckpointManager(os.path.join(directory, "best"), options=options)
+
+  def save(self, epoch: int, state: TrainState, is_best: bool):
+    tree = {"params": state.params, "batch_stats": state.batch_stats,
+            "opt_state": state.opt_state}
+    self.last.save(epoch, args=self._ocp.args.StandardSave(tree))
+    if is_best:
+      self.best.save(epoch, args=self._ocp.args.StandardSave(tree))
+
+  def close(self):
+    self.last.wait_until_finished()
+    self.best.wait_until_finished()
+    self.last.close()
+    self.best.close()
