@@ -13,15 +13,14 @@ and a markdown table on stdout.
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from benchmarks.common import measure_in_subprocess, write_results  # noqa: E402
 
 
 def run_one(args):
@@ -111,29 +110,17 @@ def main():
         for scan in args.scan_cells.split(","):
           for fast, remat in [(f, r) for f in args.fast_kernels.split(",")
                               for r in args.remat.split(",")]:
-            cmd = [sys.executable, __file__, "--one", "--network", net, "--batch", str(batch),
+            cmd = [__file__, "--one", "--network", net, "--batch", str(batch),
                    "--impl", impl, "--scan-cells", scan, "--fast-kernels", fast,
                    "--remat", remat, "--genotype", args.genotype, "--steps", str(args.steps)]
-            out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-            lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-            if out.returncode or not lines:
-              row = {"network": net, "batch": batch, "impl": impl, "failed": True,
-                     "returncode": out.returncode, "stderr_tail": out.stderr[-2000:]}
-            else:
-              row = json.loads(lines[-1][len("RESULT "):])
+            row = measure_in_subprocess(cmd, network=net, batch=batch, impl=impl)
             print(json.dumps(row), flush=True)
             rows.append(row)
 
   if args.append and os.path.exists(args.out):
     with open(args.out) as f:
       rows = json.load(f)["rows"] + rows
-  import jax
-  record = {"benchmark": "eval_step", "jax": jax.__version__, "backend": jax.default_backend(),
-            "cpu_count": os.cpu_count(), "machine": platform.machine(),
-            "date": time.strftime("%Y-%m-%d"), "rows": rows}
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(record, f, indent=1)
+  write_results(args.out, "eval_step", rows)
   print("\n| network | batch | depthwise | cells scanned | remat | XLA flag | lower (s) | "
         "compile (s) | step (s) | images/s | peak RSS (GB) | XLA temp (GB) |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

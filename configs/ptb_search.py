@@ -33,6 +33,7 @@ def get_config():
   config.eval_batch_size = 10
   config.bptt = 35
   config.max_seq_len_delta = 20
+  config.window_bucket = 5  # windows are padded to a multiple of this: few compiled shapes
   config.learning_rate = 20.0
   config.weight_decay = 5e-7
   config.grad_clip = 0.25

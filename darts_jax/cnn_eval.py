@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from darts_jax import augment, data
+from darts_jax.checkpoints import BestAndLast
 from darts_jax.errors import ConfigError
 from darts_jax.genotypes import genotype_from_name_or_file
 from darts_jax.metrics import EpochProgress, MetricWriter
@@ -199,7 +200,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   train_step = jax.jit(make_train_step(model, optimizer, config, mean, std), donate_argnums=0)
   eval_step = jax.jit(make_eval_step(model, mean, std))
-  checkpoints = _Checkpoints(os.path.join(workdir, "checkpoints"))
+  checkpoints = BestAndLast(os.path.join(workdir, "checkpoints"))
   writer = MetricWriter(workdir)
   schedule = learning_rate_schedule(config, steps_per_epoch)
   step_key = jax.random.PRNGKey(config.seed + 1)
@@ -228,7 +229,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       writer.write((epoch + 1) * steps_per_epoch, {"epoch": epoch + 1, **scalars})
       is_best = bool(test["accuracy"] > best)
       best = max(best, test["accuracy"])
-      checkpoints.save(epoch + 1, state, is_best)
+      tree = {"params": state.params, "batch_stats": state.batch_stats,
+              "opt_state": state.opt_state}
+      checkpoints.save(epoch + 1, tree, tree if is_best else None)
       print(f"epoch {epoch + 1}/{config.epochs}: train loss {scalars['train_loss']:.4f} acc "
             f"{scalars['train_accuracy']:.4f} | test loss {test['loss']:.4f} acc "
             f"{test['accuracy']:.4f} top-5 {test['top5_accuracy']:.4f}{' (best)' * is_best} | "
@@ -259,29 +262,3 @@ def evaluate(eval_step, state: TrainState, batches, num_examples: int) -> dict:
     sums += [float(v) for v in eval_step(state.params, state.batch_stats, batch, mask)]
   loss, top1, top5 = sums / num_examples
   return {"loss": loss, "accuracy": top1, "top5_accuracy": top5}
-
-
-class _Checkpoints:
-  """The last epoch's state and the best test accuracy's, each an Orbax checkpoint."""
-
-  def __init__(self, directory: str):
-    import orbax.checkpoint as ocp
-
-    self._ocp = ocp
-    options = ocp.CheckpointManagerOptions(max_to_keep=1)
-    directory = os.path.abspath(directory)
-    self.last = ocp.CheckpointManager(os.path.join(directory, "last"), options=options)
-    self.best = ocp.CheckpointManager(os.path.join(directory, "best"), options=options)
-
-  def save(self, epoch: int, state: TrainState, is_best: bool):
-    tree = {"params": state.params, "batch_stats": state.batch_stats,
-            "opt_state": state.opt_state}
-    self.last.save(epoch, args=self._ocp.args.StandardSave(tree))
-    if is_best:
-      self.best.save(epoch, args=self._ocp.args.StandardSave(tree))
-
-  def close(self):
-    self.last.wait_until_finished()
-    self.best.wait_until_finished()
-    self.last.close()
-    self.best.close()

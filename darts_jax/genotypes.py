@@ -153,16 +153,20 @@ def derive_genotype(alphas_normal, alphas_reduce) -> Genotype:
 
 def genotype_from_name_or_file(spec: str) -> Genotype:
   """`"DARTS_V2"` (a published genotype) or a path to a `genotype.json` a search wrote."""
-  if spec in GENOTYPES:
-    return GENOTYPES[spec]
+  return _from_name_or_file(spec, GENOTYPES, Genotype.from_json, "genotype")
+
+
+def _from_name_or_file(spec, registry, from_json, what):
+  if spec in registry:
+    return registry[spec]
   if spec.endswith(".json"):
     try:
       with open(spec) as f:
-        return Genotype.from_json(f.read())
+        return from_json(f.read())
     except FileNotFoundError:
       raise GenotypeError(f"Genotype file {spec!r} not found; pass a path to a genotype.json "
-                          f"or one of {', '.join(GENOTYPES)}.") from None
-  raise GenotypeError(f"Unknown genotype {spec!r}; use one of {', '.join(GENOTYPES)} or a path "
+                          f"or one of {', '.join(registry)}.") from None
+  raise GenotypeError(f"Unknown {what} {spec!r}; use one of {', '.join(registry)} or a path "
                       "to a genotype.json.")
 
 
@@ -248,14 +252,5 @@ def derive_recurrent_genotype(alphas) -> RecurrentGenotype:
 
 def recurrent_genotype_from_name_or_file(spec: str) -> RecurrentGenotype:
   """`"DARTS_V2"` (the published recurrent cell) or a path to a search's genotype.json."""
-  if spec in RNN_GENOTYPES:
-    return RNN_GENOTYPES[spec]
-  if spec.endswith(".json"):
-    try:
-      with open(spec) as f:
-        return RecurrentGenotype.from_json(f.read())
-    except FileNotFoundError:
-      raise GenotypeError(f"Genotype file {spec!r} not found; pass a path to a genotype.json "
-                          f"or one of {', '.join(RNN_GENOTYPES)}.") from None
-  raise GenotypeError(f"Unknown recurrent genotype {spec!r}; use one of "
-                      f"{', '.join(RNN_GENOTYPES)} or a path to a genotype.json.")
+  return _from_name_or_file(spec, RNN_GENOTYPES, RecurrentGenotype.from_json,
+                            "recurrent genotype")

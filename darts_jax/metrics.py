@@ -10,6 +10,11 @@ import time
 from darts_jax.errors import NonFiniteLossError
 
 
+def perplexity(nll: float) -> float:
+  """exp(nll), infinite rather than an OverflowError for a diverged loss."""
+  return math.exp(nll) if nll < 700 else math.inf
+
+
 class MetricWriter:
   """Writes `{step, **scalars}` to `<workdir>/metrics.jsonl` and to TensorBoard event files
   in `<workdir>/tensorboard` (view with `tensorboard --logdir <workdir>`)."""
@@ -66,7 +71,7 @@ class EpochProgress:
                                f"{step}: lower --config.learning_rate or check the data.")
     self._sums = [self._sums[0] + loss, self._sums[1] + accuracy, self._sums[2] + 1]
     if self._perplexity:
-      self._bar.set_postfix(loss=f"{self.loss:.3f}", ppl=f"{math.exp(self.loss):.1f}")
+      self._bar.set_postfix(loss=f"{self.loss:.3f}", ppl=f"{perplexity(self.loss):.1f}")
     else:
       self._bar.set_postfix(loss=f"{self.loss:.3f}", acc=f"{self.accuracy:.3f}")
 

@@ -102,6 +102,7 @@ class RNNModel(nn.Module):
     genotype: None for the search cell (alphas are an input), else the derived cell.
     dropout, dropout_h, dropout_x, dropout_i, dropout_e: output, node input, cell input x,
       embedding output and whole-word embedding dropout rates.
+    remat: recompute each time step's cell in the backward pass instead of storing it.
   """
 
   vocab_size: int
@@ -113,6 +114,7 @@ class RNNModel(nn.Module):
   dropout_x: float = 0.75
   dropout_i: float = 0.2
   dropout_e: float = 0.0
+  remat: bool = True
 
   @nn.compact
   def __call__(self, tokens, hidden, alphas=None, mask=None, train: bool = False):
@@ -163,6 +165,10 @@ class RNNModel(nn.Module):
       keep = lambda new, old: jnp.where(real > 0, new, old)  # padding leaves the state alone
       return (keep(h_new, h), jax.tree.map(keep, bn_new, bn)), h_new
 
+    if self.remat:
+      # Keep only each step's carry for the backward pass and recompute the cell: the
+      # search cell's 36 edges leave ~20 activations of (B, 2H) per step otherwise.
+      step = jax.checkpoint(step)
     (hidden, bn), raw = jax.lax.scan(step, (hidden, bn), (emb, mask))
     if self.genotype is None and train and not self.is_initializing():
       if self.is_mutable_collection("batch_stats"):

@@ -26,7 +26,6 @@ Writes to the workdir: `metrics.jsonl` and TensorBoard scalars, `genotypes/epoch
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from typing import Any, NamedTuple
@@ -38,10 +37,11 @@ import numpy as np
 import optax
 
 from darts_jax import text_data
+from darts_jax.averaging import polyak_average
 from darts_jax.errors import ConfigError
 from darts_jax.genotypes import RNN_PRIMITIVES, derive_recurrent_genotype
 from darts_jax.hypergradient import METHODS, hypergradient
-from darts_jax.metrics import EpochProgress, MetricWriter
+from darts_jax.metrics import EpochProgress, MetricWriter, perplexity
 from darts_jax.rnn import (RNNModel, init_rnn, init_rnn_alphas, masked_nll,
                            temporal_activation_penalty)
 
@@ -56,16 +56,17 @@ class RNNSearchState(NamedTuple):
   hidden_valid: Any  # (B, H) hidden state of the validation streams
 
 
-def _sgd(learning_rate, *, clip, weight_decay):
+def _sgd(learning_rate, *, clip, weight_decay, average):
   return optax.chain(optax.clip_by_global_norm(clip), optax.add_decayed_weights(weight_decay),
-                     optax.sgd(learning_rate))
+                     optax.sgd(learning_rate), *([polyak_average()] if average else []))
 
 
-def make_weight_optimizer(config) -> optax.GradientTransformation:
-  """Clip, L2 decay, SGD, with the learning rate in the state so each step can scale it."""
-  return optax.inject_hyperparams(_sgd, static_args=("clip", "weight_decay"))(
+def make_weight_optimizer(config, average: bool = False) -> optax.GradientTransformation:
+  """Clip, L2 decay, SGD (then, with `average`, the iterate averaging of averaged SGD), with
+  the learning rate in the state so that each step can scale it."""
+  return optax.inject_hyperparams(_sgd, static_args=("clip", "weight_decay", "average"))(
       learning_rate=config.learning_rate, clip=config.grad_clip,
-      weight_decay=config.weight_decay)
+      weight_decay=config.weight_decay, average=average)
 
 
 def with_learning_rate(opt_state, learning_rate):
@@ -89,7 +90,7 @@ def make_loss_fn(model: RNNModel, tar: float = 0.0):
         mutable=["batch_stats"])
     nll = masked_nll(logits, batch["targets"], batch["mask"])
     loss = nll + tar * temporal_activation_penalty(raw, batch["mask"]) if tar else nll
-    return loss, (jax.lax.stop_gradient(hidden), updates["batch_stats"], nll)
+    return loss, (jax.lax.stop_gradient(hidden), updates.get("batch_stats", {}), nll)
 
   return loss_fn
 
@@ -148,14 +149,7 @@ def evaluate(eval_step, variables_fn, streams, bptt: int, hidden):
     nll_sum, hidden = eval_step(*variables_fn(), window, hidden)
     total += float(nll_sum)
     count += int(window["mask"].sum())
-  return math.exp(total / count)
-
-
-def random_seq_len(rng: np.random.Generator, bptt: int, max_len: int) -> int:
-  """DARTS' random BPTT length: N(bptt, 5) (N(bptt / 2, 5) with probability 0.05), in
-  [5, max_len]."""
-  mean = bptt if rng.random() < 0.95 else bptt / 2
-  return min(max(5, int(rng.normal(mean, 5))), max_len)
+  return perplexity(total / count)
 
 
 def _check(config):
@@ -211,17 +205,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   for epoch in range(config.epochs):
     start, tokens = time.perf_counter(), 0
-    # The number of windows varies with their random lengths; draw them for the epoch first.
-    lengths, i = [], 0
-    while i < len(train) - 2:
-      lengths.append(random_seq_len(rng, config.bptt, max_len))
-      i += lengths[-1]
+    lengths = text_data.epoch_window_lengths(rng, len(train), config.bptt, max_len)
     progress = EpochProgress(epoch, config.epochs, len(lengths), config.log_every,
                              config.progress_bar, perplexity=True)
+    # Each epoch starts the streams from zero hidden states, as the official train() does.
+    state = state._replace(hidden_train=zeros(config.batch_size),
+                           hidden_valid=zeros(config.batch_size))
     position = 0
     for n in progress:
       seq_len = lengths[n]
-      window = text_data.window(train, position, seq_len, text_data.bucket(seq_len))
+      padded = text_data.bucket(seq_len, config.window_bucket)
+      window = text_data.window(train, position, seq_len, padded)
       valid_window = text_data.window(search, position % (len(search) - 1), config.bptt,
                                       config.bptt)
       state, metrics = step(state, window, valid_window, jax.random.fold_in(key, global_step),
@@ -235,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          valid, config.bptt, zeros(config.eval_batch_size))
     genotype = derive_recurrent_genotype(state.alphas)
     history.append(np.asarray(jax.nn.softmax(state.alphas, axis=-1)))
-    scalars = {"train_nll": progress.loss, "train_ppl": math.exp(progress.loss),
+    scalars = {"train_nll": progress.loss, "train_ppl": perplexity(progress.loss),
                "valid_ppl": valid_ppl, "tokens_per_second": tokens / train_seconds,
                "epoch_seconds": time.perf_counter() - start}
     writer.write(global_step, {"epoch": epoch + 1, **scalars})

@@ -8,6 +8,7 @@ from darts_jax.errors import UserError
 TASKS = {
     "cnn_eval": "darts_jax.cnn_eval:train_and_evaluate",
     "cnn_search": "darts_jax.cnn_search:train_and_evaluate",
+    "rnn_eval": "darts_jax.rnn_eval:train_and_evaluate",
     "rnn_search": "darts_jax.rnn_search:train_and_evaluate",
     "toy_search": "darts_jax.toy_search:train_and_evaluate",
 }

@@ -1,0 +1,148 @@
+"""Train a recurrent genotype from scratch on PTB or WikiText-2, read top to bottom.
+
+    python main.py --config configs/ptb_eval.py --config.genotype=DARTS_V2
+    python main.py --config configs/wt2_eval.py --config.genotype=runs/ptb_search/genotype.json
+
+Each step is one jitted function: the derived cell over a random-length window (DARTS' BPTT,
+padded to a multiple of 8), cross-entropy plus the temporal activation penalty, gradients
+clipped to 0.25, SGD at lr x seq_len / 35 with L2 weight decay. After each epoch the
+validation perplexity decides: when it is worse than the best of all but the last `nonmono`
+epochs, training switches to averaged SGD (`darts_jax.averaging`) and from then on the
+averaged weights are evaluated and kept, as in the official train.py. At the end the best
+weights are tested (batch 1, as the official code reports test perplexity).
+
+Writes to the workdir: `metrics.jsonl` and TensorBoard scalars, `checkpoints/last/` and
+`checkpoints/best/` (Orbax), `genotype.json`, `summary.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from darts_jax import text_data
+from darts_jax.averaging import averaged_params, is_averaging, start_averaging
+from darts_jax.checkpoints import BestAndLast
+from darts_jax.genotypes import recurrent_genotype_from_name_or_file
+from darts_jax.metrics import EpochProgress, MetricWriter, perplexity
+from darts_jax.rnn import init_rnn
+from darts_jax.rnn_search import (build_model, evaluate, make_eval_step, make_loss_fn,
+                                  make_weight_optimizer, with_learning_rate)
+
+
+class RNNTrainState(NamedTuple):
+  params: Any
+  opt_state: Any
+  hidden: Any  # (B, H) hidden state of the training streams
+
+
+def make_train_step(model, optimizer, config):
+  """`step(state, window, key, seq_len) -> (state, metrics)`, not yet jitted."""
+  loss_fn = make_loss_fn(model, config.tar)
+
+  def step(state: RNNTrainState, window, key, seq_len):
+    opt_state = with_learning_rate(state.opt_state,
+                                   config.learning_rate * seq_len / config.bptt)
+    batch = {**window, "hidden": state.hidden, "batch_stats": {}, "key": key}
+    (_, (hidden, _, nll)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, None, batch)
+    updates, opt_state = optimizer.update(grads, opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    opt_state = with_learning_rate(opt_state, config.learning_rate)
+    return RNNTrainState(params, opt_state, hidden), {"train_nll": nll}
+
+  return step
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config.genotype` from scratch; returns the final summary."""
+  genotype = recurrent_genotype_from_name_or_file(config.genotype)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "genotype.json"), "w") as f:
+    f.write(genotype.to_json())
+  corpus = text_data.load_corpus(config.data.dir, config.data.name)
+  train = text_data.batchify(corpus.train[:config.data.num_train or None], config.batch_size)
+  valid = text_data.batchify(corpus.valid, config.eval_batch_size)
+  test = text_data.batchify(corpus.test, config.test_batch_size)
+  model = build_model(config, len(corpus.vocab), genotype)
+  params = init_rnn(model, config.seed)["params"]
+  count = sum(x.size for x in jax.tree.leaves(params))
+  print(f"{config.data.name}: {len(corpus.vocab)} words, {train.size:,} training tokens; "
+        f"recurrent cell {config.genotype}, {config.model.hidden_size} units, {count:,} "
+        "parameters", flush=True)
+
+  optimizer = make_weight_optimizer(config, average=True)
+  zeros = lambda b: jnp.zeros((b, config.model.hidden_size))
+  state = RNNTrainState(params, with_learning_rate(optimizer.init(params),
+                                                   config.learning_rate), None)
+  step = jax.jit(make_train_step(model, optimizer, config), donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(model))
+  writer = MetricWriter(workdir)
+  checkpoints = BestAndLast(os.path.join(workdir, "checkpoints"))
+  rng = np.random.default_rng(config.seed)
+  key = jax.random.PRNGKey(config.seed + 1)
+  max_len = config.bptt + config.max_seq_len_delta
+  history, best, best_params, global_step = [], math.inf, state.params, 0
+
+  try:
+    for epoch in range(config.epochs):
+      start, tokens = time.perf_counter(), 0
+      lengths = text_data.epoch_window_lengths(rng, len(train), config.bptt, max_len)
+      progress = EpochProgress(epoch, config.epochs, len(lengths), config.log_every,
+                               config.progress_bar, perplexity=True)
+      state, position = state._replace(hidden=zeros(config.batch_size)), 0
+      for n in progress:
+        padded = text_data.bucket(lengths[n], config.window_bucket)
+        window = text_data.window(train, position, lengths[n], padded)
+        state, metrics = step(state, window, jax.random.fold_in(key, global_step),
+                              np.float32(lengths[n]))
+        progress.log(n, global_step, metrics["train_nll"])
+        position += lengths[n]
+        tokens += int(window["mask"].sum()) * config.batch_size
+        global_step += 1
+      train_seconds = time.perf_counter() - start
+      weights = averaged_params(state.opt_state, state.params)
+      valid_ppl = evaluate(eval_step, lambda: (weights, {}, None), valid, config.bptt,
+                           zeros(config.eval_batch_size))
+      valid_loss = math.log(valid_ppl) if valid_ppl < math.inf else math.inf
+      improved = valid_loss < best
+      if improved:
+        best, best_params = valid_loss, weights
+      switch = (not is_averaging(state.opt_state) and len(history) > config.nonmono
+                and valid_loss > min(history[:len(history) - config.nonmono]))
+      if switch:
+        state = state._replace(opt_state=start_averaging(state.opt_state))
+      history.append(valid_loss)
+      scalars = {"train_ppl": perplexity(progress.loss), "valid_ppl": valid_ppl,
+                 "averaging": float(is_averaging(state.opt_state)),
+                 "tokens_per_second": tokens / train_seconds,
+                 "epoch_seconds": time.perf_counter() - start}
+      writer.write(global_step, {"epoch": epoch + 1, **scalars})
+      checkpoints.save(epoch + 1, {"params": state.params, "opt_state": state.opt_state},
+                       {"params": weights} if improved else None)
+      print(f"epoch {epoch + 1}/{config.epochs}: train ppl {scalars['train_ppl']:.1f} | valid "
+            f"ppl {valid_ppl:.2f}{' (best)' * improved} | {scalars['tokens_per_second']:.0f} "
+            f"tokens/s{' | switching to averaged SGD' * switch}", flush=True)
+  finally:
+    writer.close()
+    checkpoints.close()
+
+  test_ppl = evaluate(eval_step, lambda: (best_params, {}, None), test, config.bptt,
+                      zeros(config.test_batch_size))
+  summary = {"genotype": config.genotype, "parameters": count,
+             "best_valid_ppl": perplexity(best), "test_ppl": test_ppl, "epochs": config.epochs}
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  print(f"done: best valid ppl {perplexity(best):.2f}, test ppl {test_ppl:.2f} (the best "
+        f"weights, test batch {config.test_batch_size})\nwrote {workdir}/summary.json, "
+        "checkpoints/{last,best}", flush=True)
+  return summary
