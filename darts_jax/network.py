@@ -14,7 +14,7 @@ auxiliary head runs only in training, and the reported parameter count leaves it
 
 Compile time, speed and memory (benchmarks/README.md). Consecutive cells of the same shape
 (cells 2-5, 8-12 and 15-19 of the CIFAR network) are one `nn.scan` over stacked weights, so XLA
-compiles one copy of each distinct cell rather than 20 (17 s instead of 38 s on CPU). Each
+compiles one copy of each distinct cell rather than 20 (15 s instead of 32 s on 2 CPU cores). Each
 cell is rematerialised in the backward pass (`remat=True`): half the activation memory, and
 on CPU no slower. On CPU, depthwise convolutions are shifted-window sums (`ops.depthwise`).
 """

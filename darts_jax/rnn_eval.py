@@ -35,8 +35,8 @@ from darts_jax.checkpoints import BestAndLast
 from darts_jax.genotypes import recurrent_genotype_from_name_or_file
 from darts_jax.metrics import EpochProgress, MetricWriter, perplexity
 from darts_jax.rnn import init_rnn
-from darts_jax.rnn_search import (build_model, evaluate, make_eval_step, make_loss_fn,
-                                  make_weight_optimizer, with_learning_rate)
+from darts_jax.rnn_search import (build_model, check_model_config, evaluate, make_eval_step,
+                                  make_loss_fn, make_weight_optimizer, with_learning_rate)
 
 
 class RNNTrainState(NamedTuple):
@@ -65,6 +65,7 @@ def make_train_step(model, optimizer, config):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config.genotype` from scratch; returns the final summary."""
+  check_model_config(config)
   genotype = recurrent_genotype_from_name_or_file(config.genotype)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "genotype.json"), "w") as f:
@@ -111,7 +112,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         global_step += 1
       train_seconds = time.perf_counter() - start
       weights = averaged_params(state.opt_state, state.params)
-      valid_ppl = evaluate(eval_step, lambda: (weights, {}, None), valid, config.bptt,
+      valid_ppl = evaluate(eval_step, (weights, {}, None), valid, config.bptt,
                            zeros(config.eval_batch_size))
       valid_loss = math.log(valid_ppl) if valid_ppl < math.inf else math.inf
       improved = valid_loss < best
@@ -136,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.close()
     checkpoints.close()
 
-  test_ppl = evaluate(eval_step, lambda: (best_params, {}, None), test, config.bptt,
+  test_ppl = evaluate(eval_step, (best_params, {}, None), test, config.bptt,
                       zeros(config.test_batch_size))
   summary = {"genotype": config.genotype, "parameters": count,
              "best_valid_ppl": perplexity(best), "test_ppl": test_ppl, "epochs": config.epochs}

@@ -141,12 +141,13 @@ def make_eval_step(model):
   return eval_step
 
 
-def evaluate(eval_step, variables_fn, streams, bptt: int, hidden):
-  """Perplexity of the model over a batchified split, windows of `bptt` steps in order."""
+def evaluate(eval_step, variables, streams, bptt: int, hidden):
+  """Perplexity over a batchified split, windows of `bptt` steps in order; `variables` =
+  (weights, batch_stats, alphas) as `eval_step` takes them."""
   total, count = 0.0, 0
   for start in range(0, len(streams) - 1, bptt):
     window = text_data.window(streams, start, bptt, bptt)
-    nll_sum, hidden = eval_step(*variables_fn(), window, hidden)
+    nll_sum, hidden = eval_step(*variables, window, hidden)
     total += float(nll_sum)
     count += int(window["mask"].sum())
   return perplexity(total / count)
@@ -156,6 +157,11 @@ def _check(config):
   if config.hypergradient.method not in METHODS:
     raise ConfigError(f"--config.hypergradient.method={config.hypergradient.method!r} is not "
                       f"one of {', '.join(METHODS)}.")
+  check_model_config(config)
+
+
+def check_model_config(config):
+  """One-line errors for model settings the recurrent network cannot take."""
   if config.model.embed_size != config.model.hidden_size:
     raise ConfigError("--config.model.embed_size and --config.model.hidden_size must be equal "
                       "(the decoder is tied to the embedding).")
@@ -225,7 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       tokens += int(window["mask"].sum()) * config.batch_size
       global_step += 1
     train_seconds = time.perf_counter() - start
-    valid_ppl = evaluate(eval_step, lambda: (state.weights, state.batch_stats, state.alphas),
+    valid_ppl = evaluate(eval_step, (state.weights, state.batch_stats, state.alphas),
                          valid, config.bptt, zeros(config.eval_batch_size))
     genotype = derive_recurrent_genotype(state.alphas)
     history.append(np.asarray(jax.nn.softmax(state.alphas, axis=-1)))

@@ -193,6 +193,17 @@ def test_first_order_search_through_main(tmp_path):
   assert [m["epoch"] for m in metrics] == [1, 2] and all(m["valid_ppl"] > 1 for m in metrics)
 
 
+@pytest.mark.parametrize("config", ["configs/ptb_search.py", "configs/ptb_eval.py"])
+def test_untied_sizes_are_one_line_through_main(tmp_path, config):
+  out = subprocess.run(
+      [sys.executable, "main.py", "--config", config, f"--workdir={tmp_path}",
+       "--config.model.hidden_size=64"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+  assert out.returncode != 0
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("ConfigError:") and "tied" in lines[0], (
+      out.stderr)
+
+
 def test_polyak_average_is_the_mean_of_the_iterates_after_the_switch():
   opt = optax.chain(optax.sgd(0.5), averaging.polyak_average())
   params = {"w": jnp.array([1.0, -2.0])}
