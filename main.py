@@ -1,6 +1,7 @@
 """darts_jax command line: `python main.py --config configs/<experiment>.py [--config.x=y]`."""
 
 import os
+import re
 import time
 
 from absl import app
@@ -22,8 +23,38 @@ def parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    raise SystemExit(f"Bad command line: {e}. Check the flag, and for --config.x=y that the "
-                     "config file has field x and y has its type.") from None
+    unknown = _unknown_field(e)
+    if unknown is not None:
+      raise SystemExit(_unknown_field_message(argv, unknown)) from None
+    message = " ".join(str(e).split()).rstrip(".")  # one line, whatever the library wrote
+    raise SystemExit(f"Bad command line: {message}. Check the flag, and for --config.x=y that "
+                     "the config file has field x and y has its type.") from None
+
+
+def _unknown_field(error):
+  """ml_collections' KeyError for a `--config.x` the config lacks (absl wraps it in an
+  AttributeError when x is a leaf), else None."""
+  if isinstance(error, AttributeError) and error.args and isinstance(error.args[0], KeyError):
+    error = error.args[0]
+  return error if isinstance(error, KeyError) else None
+
+
+def _unknown_field_message(argv, error):
+  # ml_collections' message is the key's repr, then on a second line maybe
+  # 'Did you mean "batch_size" instead of "batch_sise"?'.
+  text = str(error.args[0]) if error.args else ""
+  first, _, rest = text.partition("\n")
+  key = first.strip("'\"")
+  names = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  flag = next((n for n in names if key in n[len("--config."):].split(".")), f"--config.{key}")
+  hint = ""
+  suggestion = re.search(r'Did you mean "([^"]+)"', rest)
+  if suggestion:
+    parts = flag[len("--config."):].split(".")
+    parts[parts.index(key)] = suggestion.group(1)
+    hint = f" (did you mean --config.{'.'.join(parts)}?)"
+  return (f"Bad command line: {flag} names no field of the config{hint}: check the name "
+          "against the config file.")
 
 
 def main(argv):

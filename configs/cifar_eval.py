@@ -44,5 +44,11 @@ def get_config():
   config.label_smoothing = 0.0
   config.log_every = 20  # steps between progress-bar updates (each one syncs with the device)
   config.progress_bar = True
+  # Checkpoints in <workdir>/checkpoints/last: every N steps, each epoch's end and on SIGTERM;
+  # a run started on a workdir that holds some resumes from the newest (README, Resuming).
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 200
+  config.checkpoint.keep = 3  # the newest few; older ones are deleted
+  config.checkpoint.resume_changed = False  # True: resume even if the config changed
   config.xla_cpu_fast_kernels = False
   return config

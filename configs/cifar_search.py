@@ -39,6 +39,12 @@ def get_config():
   config.eval_examples = 0  # search-validation images evaluated per epoch; 0: the whole half
   config.log_every = 10  # steps between progress-bar updates (each one syncs with the device)
   config.progress_bar = True
+  # Checkpoints in <workdir>/checkpoints/last: every N steps, each epoch's end and on SIGTERM;
+  # a run started on a workdir that holds some resumes from the newest (README, Resuming).
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 100
+  config.checkpoint.keep = 3  # the newest few; older ones are deleted
+  config.checkpoint.resume_changed = False  # True: resume even if the config changed
   # CPU only: XLA's older loop emitters, ~13% faster steps, ~2.5x slower compile
   # (darts_jax/xla_flags.py). Worth it for a search of thousands of steps.
   config.xla_cpu_fast_kernels = True

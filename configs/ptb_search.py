@@ -44,4 +44,10 @@ def get_config():
   config.hypergradient.method = "exact"  # exact | finite_difference | first_order
   config.log_every = 10
   config.progress_bar = True
+  # Checkpoints in <workdir>/checkpoints/last: every N steps, each epoch's end and on SIGTERM;
+  # a run started on a workdir that holds some resumes from the newest (README, Resuming).
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 100
+  config.checkpoint.keep = 3  # the newest few; older ones are deleted
+  config.checkpoint.resume_changed = False  # True: resume even if the config changed
   return config

@@ -10,12 +10,14 @@ smoothed on ImageNet) plus 0.4 x the auxiliary head's, and SGD (momentum, L2 wei
 gradients clipped to norm 5) at this epoch's learning rate. After every epoch the test split
 is evaluated; the last and the best model are kept.
 
-Writes to the workdir: `metrics.jsonl` and TensorBoard scalars, `checkpoints/last/` and
-`checkpoints/best/` (Orbax), `genotype.json` (what was trained) and `summary.json`.
+Writes to the workdir: `metrics.jsonl` and TensorBoard scalars, `checkpoints/last/` (the
+whole run: started again on the same workdir, it resumes) and `checkpoints/best/` (Orbax),
+`genotype.json` (what was trained) and `summary.json`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -29,7 +31,7 @@ import numpy as np
 import optax
 
 from darts_jax import augment, data
-from darts_jax.checkpoints import BestAndLast
+from darts_jax.checkpoints import RunCheckpoints
 from darts_jax.errors import ConfigError
 from darts_jax.genotypes import genotype_from_name_or_file
 from darts_jax.metrics import EpochProgress, MetricWriter
@@ -115,7 +117,8 @@ def make_train_step(model, optimizer, config, mean, std):
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
-    return TrainState(params, batch_stats, opt_state), {"loss": loss, "accuracy": accuracy}
+    return TrainState(params, batch_stats, opt_state), {"loss": loss, "accuracy": accuracy,
+                                                        "grad_norm": optax.global_norm(grads)}
 
   return step
 
@@ -147,18 +150,20 @@ def _check(config):
 
 
 def _load_data(config):
-  """Returns (train batches, a function yielding (batch, mask) over the test split, image
-  shape, number of classes, mean, std, test size)."""
+  """Returns (`train(epoch, index)`, the training batches from that position on; steps per
+  epoch; a function yielding (batch, mask) over the test split; image shape, number of
+  classes, mean, std, test size)."""
   if config.data.name == "imagenet2012":
     from darts_jax import imagenet_input  # Pillow pipeline; CIFAR runs never import it
 
     source = imagenet_input.load_imagenet(config.data)
-    train = imagenet_input.TrainBatches(source.train, config.batch_size, seed=config.seed,
-                                        num_workers=config.data.num_workers)
+    train = functools.partial(imagenet_input.TrainBatches, source.train, config.batch_size,
+                              seed=config.seed, num_workers=config.data.num_workers)
     test_batches = lambda: imagenet_input.eval_batches(source.validation, config.batch_size,
                                                        num_workers=config.data.num_workers)
-    return (train, test_batches, (224, 224, 3), source.num_classes, imagenet_input.MEAN,
-            imagenet_input.STD, len(source.validation))
+    return (train, len(source.train) // config.batch_size, test_batches, (224, 224, 3),
+            source.num_classes, imagenet_input.MEAN, imagenet_input.STD,
+            len(source.validation))
   dataset = data.load(config.data)
   train_split, test_split = dataset.train, dataset.test
   if config.data.get("num_train"):
@@ -167,22 +172,22 @@ def _load_data(config):
     test_split = data.Split(*(a[:config.data.num_test] for a in test_split))
   # The last partial batch of each epoch is dropped (CIFAR-10: 80 of 50,000 images, a new
   # random 80 each epoch), so every step has one compiled shape.
-  train = data.Batches(train_split, config.batch_size, seed=config.seed)
+  train = functools.partial(data.Batches, train_split, config.batch_size, seed=config.seed)
   test_batches = lambda: data.padded_batches(test_split, config.batch_size)
-  return (train, test_batches, train_split.images.shape[1:], dataset.num_classes,
-          dataset.mean, dataset.std, len(test_split.labels))
+  return (train, len(train_split.labels) // config.batch_size, test_batches,
+          train_split.images.shape[1:], dataset.num_classes, dataset.mean, dataset.std,
+          len(test_split.labels))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config.genotype` from scratch; returns the final summary."""
   _check(config)
   genotype = genotype_from_name_or_file(config.genotype)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "genotype.json"), "w") as f:
-    f.write(genotype.to_json())
-  train_batches, test_batches, image_shape, num_classes, mean, std, num_test = _load_data(
-      config)
-  steps_per_epoch = train_batches.steps_per_epoch
+  (make_train_batches, steps_per_epoch, test_batches, image_shape, num_classes, mean, std,
+   num_test) = _load_data(config)
+  if not steps_per_epoch:
+    raise data.DataError(f"--config.batch_size={config.batch_size} is larger than the "
+                         "training split: lower it.")
 
   model = build_model(config, genotype, num_classes)
   variables = init_network(model, config.seed, image_shape)
@@ -200,47 +205,68 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   train_step = jax.jit(make_train_step(model, optimizer, config, mean, std), donate_argnums=0)
   eval_step = jax.jit(make_eval_step(model, mean, std))
-  checkpoints = BestAndLast(os.path.join(workdir, "checkpoints"))
-  writer = MetricWriter(workdir)
   schedule = learning_rate_schedule(config, steps_per_epoch)
   step_key = jax.random.PRNGKey(config.seed + 1)
-  best = -1.0
 
-  try:
-    for epoch in range(config.epochs):
-      start = time.perf_counter()
-      # The official schedule: drop_path_prob * epoch / epochs, from 0 in the first epoch.
-      drop_path_rate = np.float32(config.model.drop_path_prob * epoch / config.epochs)
-      progress = EpochProgress(epoch, config.epochs, steps_per_epoch, config.log_every,
-                               config.progress_bar)
-      for i in progress:
-        step = epoch * steps_per_epoch + i
-        state, metrics = train_step(state, jax.random.fold_in(step_key, step),
-                                    next(train_batches), drop_path_rate)
-        progress.log(i, step, metrics["loss"], metrics["accuracy"])
-      train_seconds = time.perf_counter() - start
-      test = evaluate(eval_step, state, test_batches(), num_test)
-      scalars = {"train_loss": progress.loss, "train_accuracy": progress.accuracy,
-                 **{f"test_{k}": v for k, v in test.items()},
-                 "learning_rate": float(schedule(epoch * steps_per_epoch)),
-                 "drop_path_rate": float(drop_path_rate),
-                 "train_images_per_second": steps_per_epoch * config.batch_size / train_seconds,
-                 "epoch_seconds": time.perf_counter() - start}
-      writer.write((epoch + 1) * steps_per_epoch, {"epoch": epoch + 1, **scalars})
-      is_best = bool(test["accuracy"] > best)
-      best = max(best, test["accuracy"])
-      tree = {"params": state.params, "batch_stats": state.batch_stats,
-              "opt_state": state.opt_state}
-      checkpoints.save(epoch + 1, tree, tree if is_best else None)
-      print(f"epoch {epoch + 1}/{config.epochs}: train loss {scalars['train_loss']:.4f} acc "
-            f"{scalars['train_accuracy']:.4f} | test loss {test['loss']:.4f} acc "
-            f"{test['accuracy']:.4f} top-5 {test['top5_accuracy']:.4f}{' (best)' * is_best} | "
-            f"lr {scalars['learning_rate']:.5f} drop path {drop_path_rate:.3f} | "
-            f"{scalars['train_images_per_second']:.1f} img/s", flush=True)
-  finally:  # the host pipeline's threads and pending checkpoint writes
-    writer.close()
-    checkpoints.close()
-    getattr(train_batches, "close", lambda: None)()
+  with RunCheckpoints(workdir, config, best=True) as ckpt:  # checks a resumed run's config
+    with open(os.path.join(workdir, "genotype.json"), "w") as f:
+      f.write(genotype.to_json())
+    # The data order and the step keys are functions of (seed, epoch, step): the state and
+    # the position are all a restarted run needs to continue exactly.
+    state, meta = ckpt.restore(state) or (state, {"epoch": 0, "index": 0, "best": -1.0})
+    start_epoch, start_index, best = meta["epoch"], meta["index"], meta["best"]
+    step0 = start_epoch * steps_per_epoch + start_index
+    if step0:
+      print(f"resuming from the checkpoint at step {step0} (epoch {start_epoch + 1}, step "
+            f"{start_index} of {steps_per_epoch})", flush=True)
+    train_batches = make_train_batches(epoch=start_epoch, index=start_index)
+    writer = MetricWriter(workdir, resume_step=step0)
+    test = meta.get("test", {})  # the last epoch's, when the workdir holds a finished run
+    try:
+      for epoch in range(start_epoch, config.epochs):
+        start = time.perf_counter()
+        # The official schedule: drop_path_prob * epoch / epochs, from 0 in the first epoch.
+        drop_path_rate = np.float32(config.model.drop_path_prob * epoch / config.epochs)
+        index0 = start_index if epoch == start_epoch else 0
+        progress = EpochProgress(epoch, config.epochs, steps_per_epoch, config.log_every,
+                                 config.progress_bar, start=index0,
+                                 sums=meta.get("progress") if epoch == start_epoch else None)
+        for i in progress:
+          step = epoch * steps_per_epoch + i
+          state, metrics = train_step(state, jax.random.fold_in(step_key, step),
+                                      next(train_batches), drop_path_rate)
+          progress.log(i, step, metrics["loss"], metrics["accuracy"],
+                       {"gradient norm": metrics["grad_norm"]})
+          if i + 1 < steps_per_epoch or ckpt.preempted:  # else the epoch's end saves
+            ckpt.step_done(step + 1, lambda: (state, {
+                "epoch": epoch, "index": i + 1, "progress": progress.sums, "best": best}),
+                progress)
+        progress.check()
+        train_seconds = time.perf_counter() - start
+        test = evaluate(eval_step, state, test_batches(), num_test)
+        scalars = {"train_loss": progress.loss, "train_accuracy": progress.accuracy,
+                   **{f"test_{k}": v for k, v in test.items()},
+                   "learning_rate": float(schedule(epoch * steps_per_epoch)),
+                   "drop_path_rate": float(drop_path_rate),
+                   "train_images_per_second": (steps_per_epoch - index0) * config.batch_size
+                                              / train_seconds,
+                   "epoch_seconds": time.perf_counter() - start}
+        writer.write((epoch + 1) * steps_per_epoch, {"epoch": epoch + 1, **scalars})
+        is_best = bool(test["accuracy"] > best)
+        best = max(best, test["accuracy"])
+        if is_best:
+          ckpt.save_best(epoch + 1, {"params": state.params, "batch_stats": state.batch_stats})
+        ckpt.save((epoch + 1) * steps_per_epoch, state,
+                  {"epoch": epoch + 1, "index": 0, "best": best, "test": test})
+        print(f"epoch {epoch + 1}/{config.epochs}: train loss {scalars['train_loss']:.4f} acc "
+              f"{scalars['train_accuracy']:.4f} | test loss {test['loss']:.4f} acc "
+              f"{test['accuracy']:.4f} top-5 {test['top5_accuracy']:.4f}{' (best)' * is_best} "
+              f"| lr {scalars['learning_rate']:.5f} drop path {drop_path_rate:.3f} | "
+              f"{scalars['train_images_per_second']:.1f} img/s", flush=True)
+        ckpt.stop((epoch + 1) * steps_per_epoch)
+    finally:  # the host pipeline's threads
+      writer.close()
+      getattr(train_batches, "close", lambda: None)()
 
   summary = {"genotype": config.genotype, "parameters": params_count,
              "parameters_with_auxiliary": count_params(state.params, True),

@@ -10,7 +10,8 @@ on the alpha half, as the official code reports it), the derived genotype and so
 
 Writes to the workdir: `metrics.jsonl` and TensorBoard scalars, `genotypes/epoch_NNN.json`,
 the final `genotype.json`, `alphas.npz` (final alphas and their softmax per epoch), and
-`normal.png`, `reduction.png`, `alphas.png`.
+`normal.png`, `reduction.png`, `alphas.png`; `checkpoints/last/` and `config.json`, from which a
+run started again on the same workdir resumes (`darts_jax.checkpoints`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import optax
 
 from darts_jax import augment, data, plots, search
+from darts_jax.checkpoints import RunCheckpoints
 from darts_jax.errors import ConfigError
 from darts_jax.genotypes import PRIMITIVES, derive_genotype
 from darts_jax.hypergradient import METHODS
@@ -40,7 +42,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                ("model.remat", config.model.remat, REMAT_POLICIES)):
     if value not in allowed:
       raise ConfigError(f"--config.{name}={value!r} is not one of {', '.join(allowed)}.")
-  os.makedirs(os.path.join(workdir, "genotypes"), exist_ok=True)
   dataset = data.load(config.data)
   train = dataset.train
   if config.data.get("num_train"):
@@ -53,9 +54,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         num_classes=dataset.num_classes, remat=config.model.remat)
   weights, batch_stats = init_supernet(model, config.seed, train.images.shape[1:])
   alphas = init_alphas(jax.random.PRNGKey(config.seed))
-  train_batches = data.Batches(weight_half, config.batch_size, seed=config.seed)
-  val_batches = data.Batches(alpha_half, config.batch_size, seed=config.seed + 1)
-  steps_per_epoch = train_batches.steps_per_epoch
+  if config.batch_size > min(len(weight_half.labels), len(alpha_half.labels)):
+    raise ConfigError(f"--config.batch_size={config.batch_size} is larger than a half of the "
+                      f"training split ({len(alpha_half.labels)} images): lower it.")
+  steps_per_epoch = len(weight_half.labels) // config.batch_size
   weight_opt, inner_opt, alpha_opt = search.make_optimizers(
       lr=config.learning_rate, lr_min=config.learning_rate_min, epochs=config.epochs,
       steps_per_epoch=steps_per_epoch, momentum=config.momentum,
@@ -86,41 +88,73 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   train_step = jax.jit(train_step, donate_argnums=0)
   eval_step = jax.jit(eval_step)
-  writer = MetricWriter(workdir)
-  history = {"normal": [], "reduce": []}
   step_key = jax.random.PRNGKey(config.seed + 2)
-  print(f"search: {config.hypergradient.method} hypergradient, {config.epochs} epochs of "
-        f"{steps_per_epoch} steps, batch {config.batch_size}", flush=True)
 
-  for epoch in range(config.epochs):
-    start = time.perf_counter()
-    progress = EpochProgress(epoch, config.epochs, steps_per_epoch, config.log_every,
-                             config.progress_bar)
-    for i in progress:
-      step = epoch * steps_per_epoch + i
-      state, metrics = train_step(state, jax.random.fold_in(step_key, step),
-                                  next(train_batches), next(val_batches))
-      progress.log(i, step, metrics["train_loss"], metrics["train_accuracy"])
-    val_loss, val_accuracy = evaluate(eval_step, state, alpha_half, config.batch_size,
-                                      config.get("eval_examples"))
-    genotype = derive_genotype(state.alphas["normal"], state.alphas["reduce"])
-    for kind in history:
-      history[kind].append(np.asarray(jax.nn.softmax(state.alphas[kind], axis=-1)))
-    scalars = {"train_loss": progress.loss, "train_accuracy": progress.accuracy,
-               "search_val_loss": val_loss, "search_val_accuracy": val_accuracy,
-               "learning_rate": search.cosine_per_epoch(
-                   config.learning_rate, config.learning_rate_min, config.epochs,
-                   steps_per_epoch)(epoch * steps_per_epoch),
-               "epoch_seconds": time.perf_counter() - start}
-    writer.write((epoch + 1) * steps_per_epoch, {"epoch": epoch + 1, **scalars})
-    with open(os.path.join(workdir, "genotypes", f"epoch_{epoch + 1:03d}.json"), "w") as f:
-      f.write(genotype.to_json())
-    print(f"epoch {epoch + 1}/{config.epochs}: train loss {scalars['train_loss']:.4f} "
-          f"acc {scalars['train_accuracy']:.4f} | search-val loss {val_loss:.4f} "
-          f"acc {val_accuracy:.4f} | {scalars['epoch_seconds']:.1f}s\n  genotype {genotype}",
-          flush=True)
-  writer.close()
+  with RunCheckpoints(workdir, config) as ckpt:
+    os.makedirs(os.path.join(workdir, "genotypes"), exist_ok=True)
+    # Resuming: the data order and step keys are functions of (seed, epoch, step), so the
+    # checkpointed state and position are all a restarted run needs to continue exactly.
+    state, meta = ckpt.restore(state) or (state, {"epoch": 0, "index": 0})
+    start_epoch, start_index = meta["epoch"], meta["index"]
+    step0 = start_epoch * steps_per_epoch + start_index
+    history = {k: [np.asarray(a, np.float32) for a in v]
+               for k, v in meta.get("history", {"normal": [], "reduce": []}).items()}
+    if step0:
+      print(f"resuming from the checkpoint at step {step0} (epoch {start_epoch + 1}, step "
+            f"{start_index} of {steps_per_epoch})", flush=True)
+    train_batches = data.Batches(weight_half, config.batch_size, seed=config.seed,
+                                 epoch=start_epoch, index=start_index)
+    val_steps = len(alpha_half.labels) // config.batch_size  # its own epochs, if unequal
+    val_batches = data.Batches(alpha_half, config.batch_size, seed=config.seed + 1,
+                               epoch=step0 // val_steps, index=step0 % val_steps)
+    writer = MetricWriter(workdir, resume_step=step0)
+    print(f"search: {config.hypergradient.method} hypergradient, {config.epochs} epochs of "
+          f"{steps_per_epoch} steps, batch {config.batch_size}", flush=True)
+    scalars = {}  # stays empty when the workdir holds a finished run
+    history_meta = lambda: {k: [a.tolist() for a in v] for k, v in history.items()}
 
+    for epoch in range(start_epoch, config.epochs):
+      start = time.perf_counter()
+      index0 = start_index if epoch == start_epoch else 0
+      progress = EpochProgress(epoch, config.epochs, steps_per_epoch, config.log_every,
+                               config.progress_bar, start=index0,
+                               sums=meta.get("progress") if epoch == start_epoch else None)
+      for i in progress:
+        step = epoch * steps_per_epoch + i
+        state, metrics = train_step(state, jax.random.fold_in(step_key, step),
+                                    next(train_batches), next(val_batches))
+        progress.log(i, step, metrics["train_loss"], metrics["train_accuracy"],
+                     {"weight gradient norm": metrics["weight_grad_norm"],
+                      "alpha hypergradient norm": metrics["alpha_grad_norm"]})
+        if i + 1 < steps_per_epoch or ckpt.preempted:  # else the epoch's end saves
+          ckpt.step_done(step + 1, lambda: (state, {
+              "epoch": epoch, "index": i + 1, "progress": progress.sums,
+              "history": history_meta()}), progress)
+      progress.check()
+      val_loss, val_accuracy = evaluate(eval_step, state, alpha_half, config.batch_size,
+                                        config.get("eval_examples"))
+      genotype = derive_genotype(state.alphas["normal"], state.alphas["reduce"])
+      for kind in history:
+        history[kind].append(np.asarray(jax.nn.softmax(state.alphas[kind], axis=-1)))
+      scalars = {"train_loss": progress.loss, "train_accuracy": progress.accuracy,
+                 "search_val_loss": val_loss, "search_val_accuracy": val_accuracy,
+                 "learning_rate": search.cosine_per_epoch(
+                     config.learning_rate, config.learning_rate_min, config.epochs,
+                     steps_per_epoch)(epoch * steps_per_epoch),
+                 "epoch_seconds": time.perf_counter() - start}
+      writer.write((epoch + 1) * steps_per_epoch, {"epoch": epoch + 1, **scalars})
+      with open(os.path.join(workdir, "genotypes", f"epoch_{epoch + 1:03d}.json"), "w") as f:
+        f.write(genotype.to_json())
+      ckpt.save((epoch + 1) * steps_per_epoch, state,
+                {"epoch": epoch + 1, "index": 0, "history": history_meta()})
+      print(f"epoch {epoch + 1}/{config.epochs}: train loss {scalars['train_loss']:.4f} "
+            f"acc {scalars['train_accuracy']:.4f} | search-val loss {val_loss:.4f} "
+            f"acc {val_accuracy:.4f} | {scalars['epoch_seconds']:.1f}s\n  genotype {genotype}",
+            flush=True)
+      ckpt.stop((epoch + 1) * steps_per_epoch)
+    writer.close()
+
+  genotype = derive_genotype(state.alphas["normal"], state.alphas["reduce"])
   with open(os.path.join(workdir, "genotype.json"), "w") as f:
     f.write(genotype.to_json())
   np.savez(os.path.join(workdir, "alphas.npz"),

@@ -2,9 +2,10 @@
 
 CIFAR-10 comes from tensorflow-datasets (`as_data_source`, which reads array_record files
 without TensorFlow) or from a local folder in the standard CIFAR-10 binary format, read with
-numpy. The whole of CIFAR-10 is 180 MB as uint8, so it is held in memory and batches are
-gathered by index; augmentation runs on the device, inside the jitted step
-(`darts_jax.augment`).
+numpy. Any other image-classification set can come from a NumPy archive
+(`--config.data.dir=/path/to/set.npz`, see `load_npz`). The whole of CIFAR-10 is 180 MB as
+uint8, so it is held in memory and batches are gathered by index; augmentation runs on the
+device, inside the jitted step (`darts_jax.augment`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from __future__ import annotations
 import glob
 import os
 import socket
+import zipfile
+import zlib
 from typing import NamedTuple
 
+from absl import logging
 import numpy as np
 
 from darts_jax.errors import UserError
@@ -42,7 +46,21 @@ class Dataset(NamedTuple):
 
 
 def load(config) -> Dataset:
-  """The dataset a config names: `config.name` in {"cifar10", "digits"}, `config.dir`."""
+  """The dataset a config names.
+
+  Args:
+    config: the `data` part of a config. `config.dir` ending in `.npz` is a NumPy archive
+      read by `load_npz` (arrays `train_images` (N, H, W, C) uint8 with C = 1 or 3,
+      `train_labels` (N,) integers, optionally `test_images` and `test_labels`), whatever
+      `config.name` says. Otherwise `config.name` is "cifar10" (from the CIFAR-10 binary files
+      in `config.dir`, or from tensorflow-datasets, in `config.tfds_data_dir`, when `dir` is
+      empty) or "digits" (scikit-learn's 8x8 digits).
+
+  Raises:
+    DataError: the data is missing or malformed; the message says how to fix it.
+  """
+  if str(config.get("dir") or "").endswith(".npz"):
+    return load_npz(config.dir)
   if config.name == "cifar10":
     if config.get("dir"):
       return load_cifar10_binary(config.dir)
@@ -86,6 +104,106 @@ def _read_cifar_binary(filename: str) -> Split:
   return Split(np.ascontiguousarray(images), labels)
 
 
+_NPZ_FORM = "(N, H, W, C) uint8 with C = 1 or 3"
+
+
+def load_npz(path: str) -> Dataset:
+  """An image-classification set from a NumPy archive (`np.savez`), read without pickle.
+
+  The archive holds `train_images`, (N, H, W, C) uint8 with C = 1 (grey) or 3 (RGB), and
+  `train_labels`, (N,) integers in 0..num_classes - 1; optionally `test_images` and
+  `test_labels` of the same form (without them the test split is empty). `num_classes` is
+  the largest training label + 1 (at least 2); mean and std are the training images' per
+  channel, on the 0-1 scale.
+
+  Raises:
+    DataError: the file is missing or unreadable, or an array is missing or of the wrong
+      shape, dtype or range; the message names the file, the array and the expected form.
+  """
+  if not os.path.isfile(path):
+    raise DataError(f"NumPy archive {path!r} not found: point --config.data.dir at an .npz "
+                    f"file with train_images {_NPZ_FORM} and train_labels (N,).")
+  try:
+    # np.load guesses the format from the first bytes and takes anything else for a pickle,
+    # which allow_pickle=False then refuses with advice to unpickle: check the bytes here.
+    with open(path, "rb") as f:
+      magic = f.read(6)
+    if not magic.startswith(b"PK"):  # every zip file, so every np.savez archive
+      kind = "a single .npy array" if magic == b"\x93NUMPY" else "not a zip file"
+      raise DataError(f"{path} is {kind}, not an .npz archive: save the arrays with "
+                      "np.savez(path, train_images=..., train_labels=...).")
+    with np.load(path, allow_pickle=False) as archive:
+      present = set(archive.files)
+      missing = [k for k in ("train_images", "train_labels") if k not in present]
+      test_keys = [k for k in ("test_images", "test_labels") if k in present]
+      if len(test_keys) == 1:  # one without the other
+        missing += [k for k in ("test_images", "test_labels") if k not in present]
+      if missing:
+        raise DataError(f"{path} lacks {', '.join(missing)} (it holds "
+                        f"{', '.join(archive.files) or 'no arrays'}): save train_images "
+                        f"{_NPZ_FORM} and train_labels (N,), and test_images and test_labels "
+                        "together or not at all.")
+      arrays = {k: archive[k] for k in ("train_images", "train_labels", *test_keys)}
+  except DataError:
+    raise
+  except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+    # ValueError: object arrays, which allow_pickle=False refuses to unpickle.
+    raise DataError(f"Cannot read {path} as a NumPy archive ({e}): write it with np.savez "
+                    f"and plain arrays, train_images {_NPZ_FORM} and train_labels (N,).") from None
+  train = _npz_split(path, arrays["train_images"], arrays["train_labels"], "train")
+  num_classes = max(int(train.labels.max()) + 1, 2)
+  if test_keys:
+    test = _npz_split(path, arrays["test_images"], arrays["test_labels"], "test")
+    if test.images.shape[1:] != train.images.shape[1:]:
+      raise DataError(f"{path}: test_images are {test.images.shape[1:]} and train_images "
+                      f"{train.images.shape[1:]} (H, W, C): both splits need one image shape.")
+    if len(test.labels) and test.labels.max() >= num_classes:
+      raise DataError(f"{path}: test_labels has label {test.labels.max()}, but the largest "
+                      f"training label is {num_classes - 1}: every class needs training "
+                      "examples.")
+  else:
+    test = Split(train.images[:0], train.labels[:0])
+  mean, std = _channel_stats(train.images)
+  return Dataset(train, test, num_classes, mean, std)
+
+
+def _npz_split(path, images, labels, name) -> Split:
+  if images.ndim != 4 or images.dtype != np.uint8 or images.shape[-1] not in (1, 3):
+    hint = " (add a channel axis: images[..., None])" if images.ndim == 3 else ""
+    raise DataError(f"{path}: {name}_images has shape {images.shape} and dtype {images.dtype}; "
+                    f"expected {_NPZ_FORM}{hint}.")
+  if not len(images) and name == "train":
+    raise DataError(f"{path}: train_images holds no images; expected (N, H, W, C) with "
+                    "N > 0.")
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f"{path}: {name}_labels has shape {labels.shape} and dtype {labels.dtype}; "
+                    "expected (N,) integers, one class index per image.")
+  if len(labels) != len(images):
+    raise DataError(f"{path}: {len(labels)} {name}_labels for {len(images)} {name}_images; "
+                    "expected one label per image.")
+  if len(labels) and (labels.min() < 0 or labels.max() > np.iinfo(np.int32).max):
+    bad = labels.min() if labels.min() < 0 else labels.max()
+    raise DataError(f"{path}: {name}_labels has label {bad}; expected class indices 0, 1, ... "
+                    "(num_classes - 1).")
+  return Split(np.ascontiguousarray(images), labels.astype(np.int32))
+
+
+def _channel_stats(images, chunk=1024):
+  """Per-channel mean and std of uint8 NHWC images on the 0-1 scale.
+
+  In chunks, so a CIFAR-sized set does not need a float64 copy of itself (1.2 GB); in two
+  passes, as sum((x - mean)^2) keeps the precision that E[x^2] - mean^2 loses.
+  """
+  channels = images.shape[-1]
+  count = images.size // channels
+  chunks = [images[i:i + chunk].reshape(-1, channels) for i in range(0, len(images), chunk)]
+  mean = sum(c.sum(0, dtype=np.float64) for c in chunks) / count / 255
+  squares = sum(np.square(c / 255 - mean).sum(0) for c in chunks)
+  std = np.sqrt(squares / count)
+  std = np.where(std > 0, std, 1.0)  # constant images: normalising must not divide by 0
+  return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
 def _concat(splits) -> Split:
   return Split(np.concatenate([s.images for s in splits]),
                np.concatenate([s.labels for s in splits]))
@@ -99,8 +217,16 @@ def load_cifar10_tfds(data_dir: str | None = None) -> Dataset:
   """
   import tensorflow_datasets as tfds
 
-  builder = tfds.builder("cifar10", data_dir=data_dir)
-  if not builder.is_prepared():
+  # An empty data_dir makes tfds warn about each missing dataset_info.json; the DataError
+  # below says what matters in one line.
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    builder = tfds.builder("cifar10", data_dir=data_dir)
+    prepared = builder.is_prepared()
+  finally:
+    logging.set_verbosity(verbosity)
+  if not prepared:
     if not _reachable(*_DOWNLOAD_HOST):
       raise DataError(
           f"CIFAR-10 is not prepared in {builder.data_dir!r} and {_DOWNLOAD_HOST[0]} is "

@@ -11,3 +11,7 @@ class ConfigError(UserError, ValueError):
 
 class NonFiniteLossError(UserError):
   """The training loss became NaN or infinite."""
+
+
+class WorkdirError(UserError):
+  """A --workdir that cannot be created or written to."""

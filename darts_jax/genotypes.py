@@ -78,7 +78,8 @@ class Genotype(NamedTuple):
     try:
       data = json.loads(text)
     except json.JSONDecodeError as e:
-      raise GenotypeError(f"Genotype JSON is malformed: {e}.") from None
+      raise GenotypeError(f"Genotype JSON is malformed ({e}): a truncated or hand-edited file? "
+                          "Use the genotype.json a search wrote.") from None
     if not isinstance(data, dict) or set(data) != set(cls._fields):
       raise GenotypeError(f"Genotype JSON must be an object with exactly the keys "
                           f"{', '.join(cls._fields)}.")
@@ -161,11 +162,18 @@ def _from_name_or_file(spec, registry, from_json, what):
     return registry[spec]
   if spec.endswith(".json"):
     try:
-      with open(spec) as f:
-        return from_json(f.read())
+      with open(spec, encoding="utf-8") as f:
+        text = f.read()
     except FileNotFoundError:
       raise GenotypeError(f"Genotype file {spec!r} not found; pass a path to a genotype.json "
                           f"or one of {', '.join(registry)}.") from None
+    except (OSError, UnicodeDecodeError) as e:  # a folder, no permission, binary bytes
+      raise GenotypeError(f"Cannot read genotype file {spec!r} ({e}); pass a genotype.json "
+                          f"a search wrote or one of {', '.join(registry)}.") from None
+    try:
+      return from_json(text)
+    except GenotypeError as e:  # its message says what is wrong; this says where
+      raise GenotypeError(f"{spec}: {e}") from None
   raise GenotypeError(f"Unknown {what} {spec!r}; use one of {', '.join(registry)} or a path "
                       "to a genotype.json.")
 

@@ -15,15 +15,30 @@ def perplexity(nll: float) -> float:
   return math.exp(nll) if nll < 700 else math.inf
 
 
+def _step_of(line: str) -> float:
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+    return math.inf
+
+
 class MetricWriter:
   """Writes `{step, **scalars}` to `<workdir>/metrics.jsonl` and to TensorBoard event files
   in `<workdir>/tensorboard` (view with `tensorboard --logdir <workdir>`)."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, resume_step: int | None = None):
     from tensorboardX import SummaryWriter  # pure Python: no TensorFlow needed
 
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    path = os.path.join(workdir, "metrics.jsonl")
+    if resume_step is not None and os.path.exists(path):
+      # Lines written after the checkpoint the run resumes from will be written again.
+      with open(path) as f:
+        kept = [line for line in f if _step_of(line) <= resume_step]
+      with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+      os.replace(path + ".tmp", path)
+    self._jsonl = open(path, "a")
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, scalars: dict):
@@ -41,35 +56,53 @@ class MetricWriter:
 
 
 class EpochProgress:
-  """An epoch's progress bar, the running mean of the logged training loss and accuracy, and
-  the NaN guard: iterate over it for the step index, and `log` each step's metrics.
+  """An epoch's progress bar, the running mean of the training loss and accuracy, and the
+  NaN guard: iterate over it for the step index, and `log` each step's metrics.
 
-  Only every `log_every`-th step (and the last) is read back from the device, since each read
-  waits for the step to finish.
+  Logged values stay on the device until every `log_every`-th step (and the last, and
+  `check()`, which the checkpointer calls before a save); then they are read back in one
+  transfer and each is checked, so a non-finite value is reported with the exact step.
+  `start` and `sums` continue an epoch interrupted at step `start` (see `sums`).
   """
 
   def __init__(self, epoch: int, epochs: int, steps: int, log_every: int, show: bool = True,
-               perplexity: bool = False):
+               perplexity: bool = False, start: int = 0, sums=None):
     from tqdm import tqdm
 
     self.epoch, self.steps, self.log_every = epoch, steps, log_every
     self._perplexity = perplexity  # show exp(mean loss) rather than the accuracy
-    self._sums = [0.0, 0.0, 0]
-    self._bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", unit="step",
-                     dynamic_ncols=True, disable=not show)
+    self.sums = list(sums) if sums else [0.0, 0.0, 0]  # loss, accuracy, count
+    self._pending = []
+    self._bar = tqdm(range(start, steps), desc=f"epoch {epoch + 1}/{epochs}", unit="step",
+                     dynamic_ncols=True, disable=not show, initial=start, total=steps)
 
   def __iter__(self):
     return iter(self._bar)
 
-  def log(self, index: int, step: int, loss, accuracy=0.0):
-    """Reads back and checks the loss of the epoch's `index`-th step (global `step`)."""
-    if index % self.log_every and index != self.steps - 1:
+  def log(self, index: int, step: int, loss, accuracy=0.0, checks: dict | None = None):
+    """Records the epoch's `index`-th step (global `step`): its loss and accuracy, and
+    `checks`, further scalars that must be finite (e.g. {"weight gradient norm": ...})."""
+    self._pending.append((step, {"training loss": loss, **(checks or {})}, accuracy))
+    if index % self.log_every == 0 or index == self.steps - 1:
+      self.check()
+
+  def check(self):
+    """Reads back the pending steps' values; raises NonFiniteLossError at the first
+    non-finite one, naming the step and the quantity."""
+    import jax
+
+    pending, self._pending = jax.device_get(self._pending), []
+    for step, values, accuracy in pending:
+      for name, value in values.items():
+        if not math.isfinite(float(value)):
+          raise NonFiniteLossError(
+              f"The {name} is {float(value)} at step {step} (epoch {self.epoch + 1}); the run "
+              "stopped without saving it, the checkpoints hold earlier steps only: lower "
+              "--config.learning_rate or check the data.")
+      loss = float(values["training loss"])
+      self.sums = [self.sums[0] + loss, self.sums[1] + float(accuracy), self.sums[2] + 1]
+    if not pending:
       return
-    loss, accuracy = float(loss), float(accuracy)
-    if not math.isfinite(loss):
-      raise NonFiniteLossError(f"Training loss is {loss} at epoch {self.epoch + 1}, step "
-                               f"{step}: lower --config.learning_rate or check the data.")
-    self._sums = [self._sums[0] + loss, self._sums[1] + accuracy, self._sums[2] + 1]
     if self._perplexity:
       self._bar.set_postfix(loss=f"{self.loss:.3f}", ppl=f"{perplexity(self.loss):.1f}")
     else:
@@ -77,8 +110,8 @@ class EpochProgress:
 
   @property
   def loss(self) -> float:
-    return self._sums[0] / max(self._sums[2], 1)
+    return self.sums[0] / max(self.sums[2], 1)
 
   @property
   def accuracy(self) -> float:
-    return self._sums[1] / max(self._sums[2], 1)
+    return self.sums[1] / max(self.sums[2], 1)

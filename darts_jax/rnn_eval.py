@@ -11,8 +11,9 @@ epochs, training switches to averaged SGD (`darts_jax.averaging`) and from then 
 averaged weights are evaluated and kept, as in the official train.py. At the end the best
 weights are tested (batch 1, as the official code reports test perplexity).
 
-Writes to the workdir: `metrics.jsonl` and TensorBoard scalars, `checkpoints/last/` and
-`checkpoints/best/` (Orbax), `genotype.json`, `summary.json`.
+Writes to the workdir: `metrics.jsonl` and TensorBoard scalars, `checkpoints/last/` (the
+whole run: started again on the same workdir, it resumes) and `checkpoints/best/` (Orbax),
+`genotype.json`, `summary.json`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import optax
 
 from darts_jax import text_data
 from darts_jax.averaging import averaged_params, is_averaging, start_averaging
-from darts_jax.checkpoints import BestAndLast
+from darts_jax.checkpoints import RunCheckpoints
 from darts_jax.genotypes import recurrent_genotype_from_name_or_file
 from darts_jax.metrics import EpochProgress, MetricWriter, perplexity
 from darts_jax.rnn import init_rnn
@@ -58,7 +59,8 @@ def make_train_step(model, optimizer, config):
     updates, opt_state = optimizer.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     opt_state = with_learning_rate(opt_state, config.learning_rate)
-    return RNNTrainState(params, opt_state, hidden), {"train_nll": nll}
+    return RNNTrainState(params, opt_state, hidden), {"train_nll": nll,
+                                                      "grad_norm": optax.global_norm(grads)}
 
   return step
 
@@ -67,9 +69,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config.genotype` from scratch; returns the final summary."""
   check_model_config(config)
   genotype = recurrent_genotype_from_name_or_file(config.genotype)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "genotype.json"), "w") as f:
-    f.write(genotype.to_json())
   corpus = text_data.load_corpus(config.data.dir, config.data.name)
   train = text_data.batchify(corpus.train[:config.data.num_train or None], config.batch_size)
   valid = text_data.batchify(corpus.valid, config.eval_batch_size)
@@ -87,56 +86,83 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                    config.learning_rate), None)
   step = jax.jit(make_train_step(model, optimizer, config), donate_argnums=0)
   eval_step = jax.jit(make_eval_step(model))
-  writer = MetricWriter(workdir)
-  checkpoints = BestAndLast(os.path.join(workdir, "checkpoints"))
-  rng = np.random.default_rng(config.seed)
   key = jax.random.PRNGKey(config.seed + 1)
   max_len = config.bptt + config.max_seq_len_delta
-  history, best, best_params, global_step = [], math.inf, state.params, 0
+  state = state._replace(hidden=zeros(config.batch_size))
 
-  try:
-    for epoch in range(config.epochs):
-      start, tokens = time.perf_counter(), 0
-      lengths = text_data.epoch_window_lengths(rng, len(train), config.bptt, max_len)
-      progress = EpochProgress(epoch, config.epochs, len(lengths), config.log_every,
-                               config.progress_bar, perplexity=True)
-      state, position = state._replace(hidden=zeros(config.batch_size)), 0
-      for n in progress:
-        padded = text_data.bucket(lengths[n], config.window_bucket)
-        window = text_data.window(train, position, lengths[n], padded)
-        state, metrics = step(state, window, jax.random.fold_in(key, global_step),
-                              np.float32(lengths[n]))
-        progress.log(n, global_step, metrics["train_nll"])
-        position += lengths[n]
-        tokens += int(window["mask"].sum()) * config.batch_size
-        global_step += 1
-      train_seconds = time.perf_counter() - start
-      weights = averaged_params(state.opt_state, state.params)
-      valid_ppl = evaluate(eval_step, (weights, {}, None), valid, config.bptt,
-                           zeros(config.eval_batch_size))
-      valid_loss = math.log(valid_ppl) if valid_ppl < math.inf else math.inf
-      improved = valid_loss < best
-      if improved:
-        best, best_params = valid_loss, weights
-      switch = (not is_averaging(state.opt_state) and len(history) > config.nonmono
-                and valid_loss > min(history[:len(history) - config.nonmono]))
-      if switch:
-        state = state._replace(opt_state=start_averaging(state.opt_state))
-      history.append(valid_loss)
-      scalars = {"train_ppl": perplexity(progress.loss), "valid_ppl": valid_ppl,
-                 "averaging": float(is_averaging(state.opt_state)),
-                 "tokens_per_second": tokens / train_seconds,
-                 "epoch_seconds": time.perf_counter() - start}
-      writer.write(global_step, {"epoch": epoch + 1, **scalars})
-      checkpoints.save(epoch + 1, {"params": state.params, "opt_state": state.opt_state},
-                       {"params": weights} if improved else None)
-      print(f"epoch {epoch + 1}/{config.epochs}: train ppl {scalars['train_ppl']:.1f} | valid "
-            f"ppl {valid_ppl:.2f}{' (best)' * improved} | {scalars['tokens_per_second']:.0f} "
-            f"tokens/s{' | switching to averaged SGD' * switch}", flush=True)
-  finally:
-    writer.close()
-    checkpoints.close()
+  with RunCheckpoints(workdir, config, best=True) as ckpt:
+    with open(os.path.join(workdir, "genotype.json"), "w") as f:
+      f.write(genotype.to_json())
+    # Window lengths, windows and dropout keys are functions of (seed, epoch, step); the
+    # averaged-SGD switch depends on the validation history, which the checkpoint keeps.
+    state, meta = ckpt.restore(state) or (state, {"epoch": 0, "index": 0, "step": 0})
+    start_epoch, start_index, global_step = meta["epoch"], meta["index"], meta["step"]
+    history, best = meta.get("history", []), meta.get("best", math.inf)
+    best_params = ckpt.restore_best({"params": state.params}) if best < math.inf else None
+    best_params = None if best_params is None else best_params["params"]
+    if global_step:
+      print(f"resuming from the checkpoint at step {global_step} (epoch {start_epoch + 1}, "
+            f"window {start_index})", flush=True)
+    writer = MetricWriter(workdir, resume_step=global_step)
+    try:
+      for epoch in range(start_epoch, config.epochs):
+        start, tokens = time.perf_counter(), 0
+        lengths = text_data.epoch_window_lengths(np.random.default_rng([config.seed, epoch]),
+                                                 len(train), config.bptt, max_len)
+        index0 = start_index if epoch == start_epoch else 0
+        progress = EpochProgress(epoch, config.epochs, len(lengths), config.log_every,
+                                 config.progress_bar, perplexity=True, start=index0,
+                                 sums=meta.get("progress") if epoch == start_epoch else None)
+        if not index0:
+          state = state._replace(hidden=zeros(config.batch_size))
+        position = sum(lengths[:index0])
+        for n in progress:
+          padded = text_data.bucket(lengths[n], config.window_bucket)
+          window = text_data.window(train, position, lengths[n], padded)
+          state, metrics = step(state, window, jax.random.fold_in(key, global_step),
+                                np.float32(lengths[n]))
+          progress.log(n, global_step, metrics["train_nll"], 0.0,
+                       {"gradient norm": metrics["grad_norm"]})
+          position += lengths[n]
+          tokens += int(window["mask"].sum()) * config.batch_size
+          global_step += 1
+          if n + 1 < len(lengths) or ckpt.preempted:  # else the epoch's end saves
+            ckpt.step_done(global_step, lambda: (state, {
+                "epoch": epoch, "index": n + 1, "progress": progress.sums,
+                "history": history, "best": best}), progress)
+        progress.check()
+        train_seconds = time.perf_counter() - start
+        weights = averaged_params(state.opt_state, state.params)
+        valid_ppl = evaluate(eval_step, (weights, {}, None), valid, config.bptt,
+                             zeros(config.eval_batch_size))
+        valid_loss = math.log(valid_ppl) if valid_ppl < math.inf else math.inf
+        improved = valid_loss < best
+        if improved:
+          # A copy: without averaging, `weights` are the params the next step donates.
+          best, best_params = valid_loss, jax.tree.map(jnp.copy, weights)
+          ckpt.save_best(global_step, {"params": weights})
+        switch = (not is_averaging(state.opt_state) and len(history) > config.nonmono
+                  and valid_loss > min(history[:len(history) - config.nonmono]))
+        if switch:
+          state = state._replace(opt_state=start_averaging(state.opt_state))
+        history.append(valid_loss)
+        scalars = {"train_ppl": perplexity(progress.loss), "valid_ppl": valid_ppl,
+                   "averaging": float(is_averaging(state.opt_state)),
+                   "tokens_per_second": tokens / train_seconds,
+                   "epoch_seconds": time.perf_counter() - start}
+        writer.write(global_step, {"epoch": epoch + 1, **scalars})
+        ckpt.save(global_step, state, {"epoch": epoch + 1, "index": 0, "history": history,
+                                       "best": best})
+        print(f"epoch {epoch + 1}/{config.epochs}: train ppl {scalars['train_ppl']:.1f} | "
+              f"valid ppl {valid_ppl:.2f}{' (best)' * improved} | "
+              f"{scalars['tokens_per_second']:.0f} tokens/s"
+              f"{' | switching to averaged SGD' * switch}", flush=True)
+        ckpt.stop(global_step)
+    finally:
+      writer.close()
 
+  if best_params is None:  # no epoch had a finite validation perplexity
+    best_params = state.params
   test_ppl = evaluate(eval_step, (best_params, {}, None), test, config.bptt,
                       zeros(config.test_batch_size))
   summary = {"genotype": config.genotype, "parameters": count,

@@ -20,7 +20,9 @@ weight over the updated embedding, so its virtual step never moves the shared ma
 the tied matrix is one weight and the virtual step moves it like every other.
 
 Writes to the workdir: `metrics.jsonl` and TensorBoard scalars, `genotypes/epoch_NNN.json`,
-`genotype.json` and `alphas.npz`.
+`genotype.json` and `alphas.npz`; `checkpoints/last/` and `config.json`, from which a run
+started again on the same workdir resumes (`darts_jax.checkpoints`). Each epoch's window
+lengths are drawn from a generator seeded with (seed, epoch), so a resumed epoch sees the same.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from darts_jax.averaging import polyak_average
 from darts_jax.errors import ConfigError
 from darts_jax.genotypes import RNN_PRIMITIVES, derive_recurrent_genotype
 from darts_jax.hypergradient import METHODS, hypergradient
+from darts_jax.checkpoints import RunCheckpoints
 from darts_jax.metrics import EpochProgress, MetricWriter, perplexity
 from darts_jax.rnn import (RNNModel, init_rnn, init_rnn_alphas, masked_nll,
                            temporal_activation_penalty)
@@ -124,7 +127,9 @@ def make_search_step(model, weight_opt, alpha_opt, config):
     opt_state = with_learning_rate(opt_state, config.learning_rate)
     new = RNNSearchState(weights, stats, alphas, opt_state, alpha_opt_state, hidden_train,
                          hidden_valid)
-    return new, {"train_nll": nll, "valid_nll": valid_nll}
+    return new, {"train_nll": nll, "valid_nll": valid_nll,
+                 "weight_grad_norm": optax.global_norm(grads),
+                 "alpha_grad_norm": optax.global_norm(alpha_grads)}
 
   return step
 
@@ -176,7 +181,6 @@ def build_model(config, vocab_size: int, genotype=None) -> RNNModel:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the recurrent search described by `config`; returns the genotype and metrics."""
   _check(config)
-  os.makedirs(os.path.join(workdir, "genotypes"), exist_ok=True)
   corpus = text_data.load_corpus(config.data.dir, config.data.name)
   train_tokens = corpus.train[:config.data.num_train or None]
   valid_tokens = corpus.valid[:config.data.num_valid or None]
@@ -201,51 +205,75 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          zeros(config.batch_size), zeros(config.batch_size))
   step = jax.jit(make_search_step(model, weight_opt, alpha_opt, config), donate_argnums=0)
   eval_step = jax.jit(make_eval_step(model))
-  writer = MetricWriter(workdir)
-  rng = np.random.default_rng(config.seed)
   key = jax.random.PRNGKey(config.seed + 1)
   max_len = config.bptt + config.max_seq_len_delta
-  history, global_step = [], 0
-  print(f"search: {config.hypergradient.method} hypergradient, {config.epochs} epochs, batch "
-        f"{config.batch_size}, BPTT ~{config.bptt}", flush=True)
 
-  for epoch in range(config.epochs):
-    start, tokens = time.perf_counter(), 0
-    lengths = text_data.epoch_window_lengths(rng, len(train), config.bptt, max_len)
-    progress = EpochProgress(epoch, config.epochs, len(lengths), config.log_every,
-                             config.progress_bar, perplexity=True)
-    # Each epoch starts the streams from zero hidden states, as the official train() does.
-    state = state._replace(hidden_train=zeros(config.batch_size),
-                           hidden_valid=zeros(config.batch_size))
-    position = 0
-    for n in progress:
-      seq_len = lengths[n]
-      padded = text_data.bucket(seq_len, config.window_bucket)
-      window = text_data.window(train, position, seq_len, padded)
-      valid_window = text_data.window(search, position % (len(search) - 1), config.bptt,
-                                      config.bptt)
-      state, metrics = step(state, window, valid_window, jax.random.fold_in(key, global_step),
-                            np.float32(seq_len))
-      progress.log(n, global_step, metrics["train_nll"])
-      position += seq_len
-      tokens += int(window["mask"].sum()) * config.batch_size
-      global_step += 1
-    train_seconds = time.perf_counter() - start
-    valid_ppl = evaluate(eval_step, (state.weights, state.batch_stats, state.alphas),
-                         valid, config.bptt, zeros(config.eval_batch_size))
-    genotype = derive_recurrent_genotype(state.alphas)
-    history.append(np.asarray(jax.nn.softmax(state.alphas, axis=-1)))
-    scalars = {"train_nll": progress.loss, "train_ppl": perplexity(progress.loss),
-               "valid_ppl": valid_ppl, "tokens_per_second": tokens / train_seconds,
-               "epoch_seconds": time.perf_counter() - start}
-    writer.write(global_step, {"epoch": epoch + 1, **scalars})
-    with open(os.path.join(workdir, "genotypes", f"epoch_{epoch + 1:03d}.json"), "w") as f:
-      f.write(genotype.to_json())
-    print(f"epoch {epoch + 1}/{config.epochs}: train ppl {scalars['train_ppl']:.1f} | valid ppl "
-          f"{valid_ppl:.1f} | {scalars['tokens_per_second']:.0f} tokens/s\n  genotype "
-          f"{list(genotype.recurrent)}", flush=True)
-  writer.close()
+  with RunCheckpoints(workdir, config) as ckpt:
+    os.makedirs(os.path.join(workdir, "genotypes"), exist_ok=True)
+    # Window lengths, windows and dropout keys are functions of (seed, epoch, step), so the
+    # state (hidden states included) and the position are all a restarted run needs.
+    state, meta = ckpt.restore(state) or (state, {"epoch": 0, "index": 0, "step": 0})
+    start_epoch, start_index, global_step = meta["epoch"], meta["index"], meta["step"]
+    history = [np.asarray(a, np.float32) for a in meta.get("history", [])]
+    if global_step:
+      print(f"resuming from the checkpoint at step {global_step} (epoch {start_epoch + 1}, "
+            f"window {start_index})", flush=True)
+    writer = MetricWriter(workdir, resume_step=global_step)
+    scalars = {}  # stays empty when the workdir holds a finished run
+    print(f"search: {config.hypergradient.method} hypergradient, {config.epochs} epochs, batch "
+          f"{config.batch_size}, BPTT ~{config.bptt}", flush=True)
 
+    for epoch in range(start_epoch, config.epochs):
+      start, tokens = time.perf_counter(), 0
+      lengths = text_data.epoch_window_lengths(np.random.default_rng([config.seed, epoch]),
+                                               len(train), config.bptt, max_len)
+      index0 = start_index if epoch == start_epoch else 0
+      progress = EpochProgress(epoch, config.epochs, len(lengths), config.log_every,
+                               config.progress_bar, perplexity=True, start=index0,
+                               sums=meta.get("progress") if epoch == start_epoch else None)
+      if not index0:  # each epoch starts from zero hidden states, as the official train()
+        state = state._replace(hidden_train=zeros(config.batch_size),
+                               hidden_valid=zeros(config.batch_size))
+      position = sum(lengths[:index0])
+      for n in progress:
+        seq_len = lengths[n]
+        padded = text_data.bucket(seq_len, config.window_bucket)
+        window = text_data.window(train, position, seq_len, padded)
+        valid_window = text_data.window(search, position % (len(search) - 1), config.bptt,
+                                        config.bptt)
+        state, metrics = step(state, window, valid_window,
+                              jax.random.fold_in(key, global_step), np.float32(seq_len))
+        progress.log(n, global_step, metrics["train_nll"], 0.0,
+                     {"weight gradient norm": metrics["weight_grad_norm"],
+                      "alpha hypergradient norm": metrics["alpha_grad_norm"]})
+        position += seq_len
+        tokens += int(window["mask"].sum()) * config.batch_size
+        global_step += 1
+        if n + 1 < len(lengths) or ckpt.preempted:  # else the epoch's end saves
+          ckpt.step_done(global_step, lambda: (state, {
+              "epoch": epoch, "index": n + 1, "progress": progress.sums,
+              "history": [a.tolist() for a in history]}), progress)
+      progress.check()
+      train_seconds = time.perf_counter() - start
+      valid_ppl = evaluate(eval_step, (state.weights, state.batch_stats, state.alphas),
+                           valid, config.bptt, zeros(config.eval_batch_size))
+      genotype = derive_recurrent_genotype(state.alphas)
+      history.append(np.asarray(jax.nn.softmax(state.alphas, axis=-1)))
+      scalars = {"train_nll": progress.loss, "train_ppl": perplexity(progress.loss),
+                 "valid_ppl": valid_ppl, "tokens_per_second": tokens / train_seconds,
+                 "epoch_seconds": time.perf_counter() - start}
+      writer.write(global_step, {"epoch": epoch + 1, **scalars})
+      with open(os.path.join(workdir, "genotypes", f"epoch_{epoch + 1:03d}.json"), "w") as f:
+        f.write(genotype.to_json())
+      ckpt.save(global_step, state, {"epoch": epoch + 1, "index": 0,
+                                     "history": [a.tolist() for a in history]})
+      print(f"epoch {epoch + 1}/{config.epochs}: train ppl {scalars['train_ppl']:.1f} | valid "
+            f"ppl {valid_ppl:.1f} | {scalars['tokens_per_second']:.0f} tokens/s\n  genotype "
+            f"{list(genotype.recurrent)}", flush=True)
+      ckpt.stop(global_step)
+    writer.close()
+
+  genotype = derive_recurrent_genotype(state.alphas)
   with open(os.path.join(workdir, "genotype.json"), "w") as f:
     f.write(genotype.to_json())
   np.savez(os.path.join(workdir, "alphas.npz"), alphas=np.asarray(state.alphas),

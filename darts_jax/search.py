@@ -96,7 +96,10 @@ def make_search_step(model: SearchNetwork, weight_opt, inner_opt, alpha_opt,
         state.weights, alphas, train)
     updates, weight_opt_state = weight_opt.update(grads, state.weight_opt_state, state.weights)
     weights = optax.apply_updates(state.weights, updates)
-    metrics = {"train_loss": loss, "train_accuracy": accuracy, "val_accuracy": val_accuracy}
+    metrics = {"train_loss": loss, "train_accuracy": accuracy, "val_accuracy": val_accuracy,
+               # For the NaN guard: one scalar per gradient says whether any entry is not finite.
+               "weight_grad_norm": optax.global_norm(grads),
+               "alpha_grad_norm": optax.global_norm(alpha_grads)}
     return SearchState(weights, batch_stats, alphas, weight_opt_state, alpha_opt_state), metrics
 
   return step

@@ -63,16 +63,23 @@ def test_schedules_are_per_epoch():
   assert float(lr(25)) == pytest.approx(0.1 * 0.97 ** 2)
 
 
-def test_nan_loss_stops_training_with_a_one_line_error():
+def test_nan_guard_names_the_first_non_finite_step_and_quantity():
   progress = EpochProgress(epoch=2, epochs=5, steps=10, log_every=4, show=False)
-  progress.log(0, 20, 2.0, 0.5)
-  progress.log(1, 21, float("nan"), 0.0)  # not a logged step: not read back
-  progress.log(4, 24, 1.0, 0.7)
-  assert (progress.loss, progress.accuracy) == (1.5, 0.6)
+  progress.log(0, 20, 2.0, 0.5)  # read back at once: the epoch's first step
+  progress.log(1, 21, 1.0, 0.7)  # stays on the device until step 4 (or a checkpoint)
+  assert (progress.loss, progress.accuracy) == (2.0, 0.5)
+  progress.log(2, 22, 3.0, 0.0, {"weight gradient norm": jnp.float32(jnp.nan)})
+  progress.log(3, 23, jnp.float32(jnp.inf), 0.0)
   with pytest.raises(NonFiniteLossError) as error:
-    progress.log(8, 28, jnp.float32(jnp.inf), 0.0)
-  assert str(error.value).startswith("Training loss is inf at epoch 3, step 28: lower")
+    progress.log(4, 24, 1.0, 0.0)
+  assert str(error.value).startswith("The weight gradient norm is nan at step 22 (epoch 3); "
+                                     "the run stopped without saving it")
   assert "\n" not in str(error.value)
+  assert progress.sums[2] == 2  # steps 20 and 21 counted; nothing after the first bad one
+  progress = EpochProgress(epoch=0, epochs=1, steps=10, log_every=100, show=False)
+  progress.log(1, 1, jnp.float32(jnp.inf), 0.0)
+  with pytest.raises(NonFiniteLossError, match="The training loss is inf at step 1 "):
+    progress.check()  # what a checkpoint save calls first
 
 
 def tiny(config, **overrides):
@@ -97,7 +104,7 @@ def test_cifar_training_on_tfds_mock_data(tmp_path, monkeypatch):
   assert metrics[0]["drop_path_rate"] == 0 and metrics[1]["drop_path_rate"] == pytest.approx(0.1)
   assert all(np.isfinite(m["train_loss"]) and np.isfinite(m["test_loss"]) for m in metrics)
   assert json.loads((workdir / "summary.json").read_text()) == summary
-  assert (workdir / "checkpoints" / "last" / "2").is_dir()
+  assert (workdir / "checkpoints" / "last" / "4").is_dir()  # 2 epochs of 2 steps
   assert any((workdir / "checkpoints" / "best").iterdir())
 
 

@@ -117,30 +117,7 @@ def test_search_on_tfds_mock_data(tmp_path, monkeypatch, method):
   assert genotype == result["genotype"] and len(genotype["normal"]) == 8
 
 
-def test_exact_search_through_main_on_local_binary_data(tmp_path):
-  folder = tmp_path / "cifar"
-  folder.mkdir()
-  write_cifar_binary(folder / "data_batch_1.bin", np.arange(16) % 10)
-  workdir = tmp_path / "run"
-  out = subprocess.run(
-      [sys.executable, "main.py", "--config", "configs/cifar_search.py", f"--workdir={workdir}",
-       f"--config.data.dir={folder}", "--config.model.channels=2", "--config.model.layers=3",
-       "--config.epochs=2", "--config.batch_size=4", "--config.progress_bar=False"],
-      capture_output=True, text=True, timeout=600, cwd=ROOT)
-  assert out.returncode == 0, out.stderr
-  assert "exact hypergradient" in out.stdout and "epoch 2/2" in out.stdout
-  for name in ("genotype.json", "alphas.npz", "normal.png", "reduction.png", "alphas.png",
-               "metrics.jsonl", "genotypes/epoch_001.json", "genotypes/epoch_002.json"):
-    assert (workdir / name).exists(), name
-  assert list((workdir / "tensorboard").iterdir())
-  metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert [m["epoch"] for m in metrics] == [1, 2]
-  alphas = np.load(workdir / "alphas.npz")
-  assert alphas["softmax_normal_per_epoch"].shape == (2, 14, 8)
-  # The alphas moved from their 1e-3 initialisation, and the genotype printed is the saved one.
-  assert np.abs(alphas["normal"]).max() > 1e-3
-  genotype = json.loads((workdir / "genotype.json").read_text())
-  assert genotype["normal"][0][0] in out.stdout
+# The exact search through main.py, its outputs, and its resumption: tests/test_resume.py.
 
 
 def test_missing_local_data_is_one_line_through_main(tmp_path):
