@@ -227,10 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         start = time.perf_counter()
         # The official schedule: drop_path_prob * epoch / epochs, from 0 in the first epoch.
         drop_path_rate = np.float32(config.model.drop_path_prob * epoch / config.epochs)
-        index0 = start_index if epoch == start_epoch else 0
-        progress = EpochProgress(epoch, config.epochs, steps_per_epoch, config.log_every,
-                                 config.progress_bar, start=index0,
-                                 sums=meta.get("progress") if epoch == start_epoch else None)
+        progress = EpochProgress.for_epoch(config, epoch, steps_per_epoch, meta)
         for i in progress:
           step = epoch * steps_per_epoch + i
           state, metrics = train_step(state, jax.random.fold_in(step_key, step),
@@ -248,7 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                    **{f"test_{k}": v for k, v in test.items()},
                    "learning_rate": float(schedule(epoch * steps_per_epoch)),
                    "drop_path_rate": float(drop_path_rate),
-                   "train_images_per_second": (steps_per_epoch - index0) * config.batch_size
+                   "train_images_per_second": (steps_per_epoch - progress.start) * config.batch_size
                                               / train_seconds,
                    "epoch_seconds": time.perf_counter() - start}
         writer.write((epoch + 1) * steps_per_epoch, {"epoch": epoch + 1, **scalars})

@@ -115,10 +115,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     for epoch in range(start_epoch, config.epochs):
       start = time.perf_counter()
-      index0 = start_index if epoch == start_epoch else 0
-      progress = EpochProgress(epoch, config.epochs, steps_per_epoch, config.log_every,
-                               config.progress_bar, start=index0,
-                               sums=meta.get("progress") if epoch == start_epoch else None)
+      progress = EpochProgress.for_epoch(config, epoch, steps_per_epoch, meta)
       for i in progress:
         step = epoch * steps_per_epoch + i
         state, metrics = train_step(state, jax.random.fold_in(step_key, step),

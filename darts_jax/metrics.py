@@ -69,12 +69,21 @@ class EpochProgress:
                perplexity: bool = False, start: int = 0, sums=None):
     from tqdm import tqdm
 
-    self.epoch, self.steps, self.log_every = epoch, steps, log_every
+    self.epoch, self.steps, self.log_every, self.start = epoch, steps, log_every, start
     self._perplexity = perplexity  # show exp(mean loss) rather than the accuracy
     self.sums = list(sums) if sums else [0.0, 0.0, 0]  # loss, accuracy, count
     self._pending = []
     self._bar = tqdm(range(start, steps), desc=f"epoch {epoch + 1}/{epochs}", unit="step",
                      dynamic_ncols=True, disable=not show, initial=start, total=steps)
+
+  @classmethod
+  def for_epoch(cls, config, epoch: int, steps: int, resumed: dict, perplexity: bool = False):
+    """`epoch`'s progress in a run that resumed from the checkpoint record `resumed`
+    ({"epoch", "index", "progress"}): that epoch continues at its step `index`."""
+    here = epoch == resumed["epoch"]
+    return cls(epoch, config.epochs, steps, config.log_every, config.progress_bar, perplexity,
+               start=resumed["index"] if here else 0,
+               sums=resumed.get("progress") if here else None)
 
   def __iter__(self):
     return iter(self._bar)

@@ -227,14 +227,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       start, tokens = time.perf_counter(), 0
       lengths = text_data.epoch_window_lengths(np.random.default_rng([config.seed, epoch]),
                                                len(train), config.bptt, max_len)
-      index0 = start_index if epoch == start_epoch else 0
-      progress = EpochProgress(epoch, config.epochs, len(lengths), config.log_every,
-                               config.progress_bar, perplexity=True, start=index0,
-                               sums=meta.get("progress") if epoch == start_epoch else None)
-      if not index0:  # each epoch starts from zero hidden states, as the official train()
+      progress = EpochProgress.for_epoch(config, epoch, len(lengths), meta, perplexity=True)
+      if not progress.start:  # each epoch starts from zero hidden states, as the official train()
         state = state._replace(hidden_train=zeros(config.batch_size),
                                hidden_valid=zeros(config.batch_size))
-      position = sum(lengths[:index0])
+      position = sum(lengths[:progress.start])
       for n in progress:
         seq_len = lengths[n]
         padded = text_data.bucket(seq_len, config.window_bucket)

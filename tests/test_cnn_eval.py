@@ -12,10 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import tensorflow_datasets as tfds
 
 from configs import cifar_eval, imagenet_eval
-from darts_jax import augment, cnn_eval, data
+from darts_jax import augment, cnn_eval
 from darts_jax.errors import NonFiniteLossError
 from darts_jax.metrics import EpochProgress
 from tests.helpers import override
@@ -90,22 +89,7 @@ def tiny(config, **overrides):
   return override(config, **overrides)
 
 
-def test_cifar_training_on_tfds_mock_data(tmp_path, monkeypatch):
-  monkeypatch.setattr(data, "_reachable", lambda *args: True)  # "online": tfds is mocked
-  workdir = tmp_path / "run"
-  config = tiny(cifar_eval.get_config(), **{"data.tfds_data_dir": str(tmp_path),
-                                            "data.num_train": 16, "data.num_test": 12})
-  with tfds.testing.mock_data(num_examples=16):
-    summary = cnn_eval.train_and_evaluate(config, str(workdir))
-  assert summary["parameters"] < summary["parameters_with_auxiliary"]
-  assert 0 <= summary["best_test_accuracy"] <= 1 and summary["mult_adds"] > 0
-  metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert [m["epoch"] for m in metrics] == [1, 2]
-  assert metrics[0]["drop_path_rate"] == 0 and metrics[1]["drop_path_rate"] == pytest.approx(0.1)
-  assert all(np.isfinite(m["train_loss"]) and np.isfinite(m["test_loss"]) for m in metrics)
-  assert json.loads((workdir / "summary.json").read_text()) == summary
-  assert (workdir / "checkpoints" / "last" / "4").is_dir()  # 2 epochs of 2 steps
-  assert any((workdir / "checkpoints" / "best").iterdir())
+# Training on tfds mock data, its outputs and its resumption: tests/test_resume.py.
 
 
 def test_cifar_eval_through_main_learns_separable_data(tmp_path):

@@ -15,11 +15,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import tensorflow_datasets as tfds
 
 from configs import cifar_eval, ptb_eval, ptb_search
-from darts_jax import checkpoints, cnn_eval, rnn_eval, rnn_search, text_data
+from darts_jax import checkpoints, cnn_eval, data, rnn_eval, rnn_search, text_data
 from tests.helpers import override
-from tests.test_cnn_search import write_cifar_binary
 from tests.test_rnn import write_corpus
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -174,19 +174,30 @@ def run_interrupted(train_and_evaluate, config, tmp_path, monkeypatch, step, how
   return reference, resumed
 
 
-def test_evaluation_training_preempted_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
-  folder = tmp_path / "cifar"
-  folder.mkdir()
-  write_cifar_binary(folder / "data_batch_1.bin", np.arange(32) % 10)
-  write_cifar_binary(folder / "test_batch.bin", np.arange(8) % 10, seed=1)
+def test_evaluation_training_on_tfds_mock_data_preempted_mid_epoch_resumes_exactly(
+    tmp_path, monkeypatch):
+  monkeypatch.setattr(data, "_reachable", lambda *args: True)  # "online": tfds is mocked
   config = override(cifar_eval.get_config(), **{
-      "data.dir": str(folder), "model.channels": 4, "model.layers": 3, "epochs": 2,
-      "batch_size": 8, "progress_bar": False, "checkpoint.every_steps": 3})
+      "data.tfds_data_dir": str(tmp_path / "tfds"), "data.num_train": 32, "data.num_test": 12,
+      "model.channels": 4, "model.layers": 3, "epochs": 2, "batch_size": 8,
+      "progress_bar": False, "checkpoint.every_steps": 3})
   # 3 cells (the auxiliary head after the third), 4 steps per epoch: preempted after step 6,
   # in the second epoch (auxiliary head, cutout, drop path at the second epoch's rate).
-  reference, resumed = run_interrupted(cnn_eval.train_and_evaluate, config, tmp_path,
-                                       monkeypatch, 6, "sigterm")
+  with tfds.testing.mock_data(num_examples=32):
+    reference, resumed = run_interrupted(cnn_eval.train_and_evaluate, config, tmp_path,
+                                         monkeypatch, 6, "sigterm")
   assert resumed == reference
+  # What the run wrote.
+  workdir = tmp_path / "reference"
+  assert reference["parameters"] < reference["parameters_with_auxiliary"]
+  assert 0 <= reference["best_test_accuracy"] <= 1 and reference["mult_adds"] > 0
+  metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [m["epoch"] for m in metrics] == [1, 2]
+  assert metrics[0]["drop_path_rate"] == 0 and metrics[1]["drop_path_rate"] == pytest.approx(0.1)
+  assert all(np.isfinite(m["train_loss"]) and np.isfinite(m["test_loss"]) for m in metrics)
+  assert json.loads((workdir / "summary.json").read_text()) == reference
+  assert checkpoint_steps(workdir) == [4, 6, 8]
+  assert any((workdir / "checkpoints" / "best").iterdir())
 
 
 def rnn_config(base, folder, **overrides):
