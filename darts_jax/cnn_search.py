@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from darts_jax import augment, data, plots, search
+from darts_jax import augment, data, parallel, plots, search
 from darts_jax.checkpoints import RunCheckpoints
 from darts_jax.errors import ConfigError
 from darts_jax.genotypes import PRIMITIVES, derive_genotype
@@ -86,8 +86,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     correct = jnp.argmax(logits, -1) == batch["labels"]
     return jnp.sum(losses * mask), jnp.sum(correct * mask)
 
-  train_step = jax.jit(train_step, donate_argnums=0)
-  eval_step = jax.jit(eval_step)
+  # Data parallel over every device: the state replicated, each batch split (parallel.py).
+  mesh = parallel.data_mesh()
+  state = parallel.replicate(state, mesh)
+  train_step = jax.jit(train_step, donate_argnums=0, out_shardings=parallel.replicated(mesh))
+  eval_step = jax.jit(eval_step, out_shardings=parallel.replicated(mesh))
+  shard = lambda batch: parallel.shard_batch(batch, mesh)
   step_key = jax.random.PRNGKey(config.seed + 2)
 
   with RunCheckpoints(workdir, config) as ckpt:
@@ -119,7 +123,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       for i in progress:
         step = epoch * steps_per_epoch + i
         state, metrics = train_step(state, jax.random.fold_in(step_key, step),
-                                    next(train_batches), next(val_batches))
+                                    shard(next(train_batches)), shard(next(val_batches)))
         progress.log(i, step, metrics["train_loss"], metrics["train_accuracy"],
                      {"weight gradient norm": metrics["weight_grad_norm"],
                       "alpha hypergradient norm": metrics["alpha_grad_norm"]})
@@ -129,7 +133,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               "history": history_meta()}), progress)
       progress.check()
       val_loss, val_accuracy = evaluate(eval_step, state, alpha_half, config.batch_size,
-                                        config.get("eval_examples"))
+                                        config.get("eval_examples"), shard)
       genotype = derive_genotype(state.alphas["normal"], state.alphas["reduce"])
       for kind in history:
         history[kind].append(np.asarray(jax.nn.softmax(state.alphas[kind], axis=-1)))
@@ -172,12 +176,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return {"genotype": json.loads(genotype.to_json()), **scalars}
 
 
-def evaluate(eval_step, state, split: data.Split, batch_size: int, limit=None):
+def evaluate(eval_step, state, split: data.Split, batch_size: int, limit=None,
+             shard=lambda x: x):
   """Mean loss and accuracy of the supernet (evaluation mode) over `split`."""
   n = len(split.labels) if not limit else min(limit, len(split.labels))
   total_loss = total_correct = 0.0
   for batch, mask in data.padded_batches(split, batch_size, limit):
-    loss, correct = eval_step(state, batch, mask)
+    loss, correct = eval_step(state, *shard((batch, mask)))
     total_loss += float(loss)
     total_correct += float(correct)
   return total_loss / n, total_correct / n
