@@ -6,9 +6,8 @@ the mesh's "data" axis; XLA partitions the program and inserts the all-reduces. 
 statistics and losses are means over the global batch, so every device computes what one
 device holding the whole batch would, up to the order of floating-point sums.
 
-Several hosts: `initialize(config)` calls `jax.distributed.initialize()` when
-`config.distributed` is set. Every host then builds the same global batch order and
-`shard_batch` keeps its own rows of each batch.
+Several hosts (not wired into the trainers yet): after `jax.distributed.initialize()`, every
+host builds the same global batch order and `shard_batch` keeps its own rows of each batch.
 """
 
 from __future__ import annotations
@@ -18,12 +17,6 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 DATA = "data"
-
-
-def initialize(config):
-  """Joins the other hosts of a multi-host run (`--config.distributed=True`)."""
-  if config.get("distributed"):
-    jax.distributed.initialize()  # coordinator, process id and count from the environment
 
 
 def data_mesh() -> jax.sharding.Mesh:
