@@ -163,7 +163,8 @@ class RunCheckpoints:
     self._check_config(config)
     self._remove_partial_writes()
     # Synchronous saves: a step donates the previous state's buffers, so the arrays must be
-    # on the host before the next step starts; a search state is tens of MB, milliseconds.
+    # on the host before the next step starts. 0.3-1 s for the paper's states
+    # (benchmarks/README.md, "Checkpoints"), every hundreds of steps.
     options = ocp.CheckpointManagerOptions(max_to_keep=int(config.checkpoint.keep),
                                            create=True, enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
