@@ -10,6 +10,8 @@ access: `--config.data.dir=/path/to/cifar-10-batches-bin`.
 
 import ml_collections
 
+from darts_jax import checkpoints
+
 
 def get_config():
   config = ml_collections.ConfigDict()
@@ -46,9 +48,7 @@ def get_config():
   config.progress_bar = True
   # Checkpoints in <workdir>/checkpoints/last: every N steps, each epoch's end and on SIGTERM;
   # a run started on a workdir that holds some resumes from the newest (README, Resuming).
-  config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.every_steps = 200
-  config.checkpoint.keep = 3  # the newest few; older ones are deleted
-  config.checkpoint.resume_changed = False  # True: resume even if the config changed
+  # Fields: every_steps, keep (3), resume_changed (False: a changed config is refused).
+  config.checkpoint = checkpoints.default_config(every_steps=200)
   config.xla_cpu_fast_kernels = False
   return config

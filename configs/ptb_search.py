@@ -10,6 +10,8 @@ batch 10, BPTT at most 35 + 20).
 
 import ml_collections
 
+from darts_jax import checkpoints
+
 
 def get_config():
   config = ml_collections.ConfigDict()
@@ -46,8 +48,6 @@ def get_config():
   config.progress_bar = True
   # Checkpoints in <workdir>/checkpoints/last: every N steps, each epoch's end and on SIGTERM;
   # a run started on a workdir that holds some resumes from the newest (README, Resuming).
-  config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.every_steps = 100
-  config.checkpoint.keep = 3  # the newest few; older ones are deleted
-  config.checkpoint.resume_changed = False  # True: resume even if the config changed
+  # Fields: every_steps, keep (3), resume_changed (False: a changed config is refused).
+  config.checkpoint = checkpoints.default_config(every_steps=100)
   return config

@@ -38,6 +38,16 @@ RESUMABLE_CHANGES = ("progress_bar", "log_every", "checkpoint", "xla_cpu_fast_ke
 PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM  # 143, what a shell reports for SIGTERM
 
 
+def default_config(every_steps: int):
+  """The `config.checkpoint` block of a trainer's config: save every `every_steps` steps (and
+  at each epoch's end, and on SIGTERM), keep the newest 3, refuse to resume a changed config
+  unless `resume_changed` is set."""
+  import ml_collections
+
+  return ml_collections.ConfigDict(
+      {"every_steps": every_steps, "keep": 3, "resume_changed": False})
+
+
 class CheckpointError(UserError):
   """The workdir's checkpoints cannot be used to resume."""
 
@@ -145,7 +155,7 @@ class RunCheckpoints:
       with RunCheckpoints(workdir, config) as ckpt:
         restored = ckpt.restore(state)           # None on a fresh workdir
         ...
-        ckpt.step_done(step, lambda: (state, meta))  # after each step
+        ckpt.step_done(step, progress, lambda: (state, {}))  # after each step
         ckpt.save(step, state, meta)             # at the end of each epoch
 
   `step_done` saves when `step` is a multiple of `every_steps` or SIGTERM has arrived, and in
@@ -327,18 +337,24 @@ class RunCheckpoints:
   def latest_step(self):
     return self._manager.latest_step()
 
-  def step_done(self, step: int, checkpoint, progress=None):
-    """Call after each training step, `step` counting the steps done so far.
+  def step_done(self, step: int, progress, checkpoint):
+    """Call after each training step, `step` counting the steps done so far and `progress`
+    the epoch's `metrics.EpochProgress`.
 
-    `checkpoint()` returns `(state, meta)`; it is only called when a save is due. Before a
-    save, `progress.check()` reads back the steps not yet checked (the NaN guard), so a
-    checkpoint never holds a state that came from a non-finite loss or gradient.
+    Saves when `step` is a multiple of `every_steps` or SIGTERM has arrived, except after an
+    epoch's last step, which the epoch's end saves once its evaluation is done (unless
+    SIGTERM is waiting). `checkpoint()` returns `(state, extra record)` and is only called for
+    a save; the record also gets `progress.position()`. Before a save `progress.check()`
+    reads back the steps not yet checked (the NaN guard), so a checkpoint never holds a state
+    that came from a non-finite loss or gradient.
     """
     if not (self.preempted or step % self.every_steps == 0):
       return
-    if progress is not None:
-      progress.check()
-    self.save(step, *checkpoint())
+    if progress.done == progress.steps and not self.preempted:
+      return
+    progress.check()
+    state, extra = checkpoint()
+    self.save(step, state, {**progress.position(), **extra})
     if self.preempted:
       self.stop(step)
 

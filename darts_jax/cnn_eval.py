@@ -234,10 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                       next(train_batches), drop_path_rate)
           progress.log(i, step, metrics["loss"], metrics["accuracy"],
                        {"gradient norm": metrics["grad_norm"]})
-          if i + 1 < steps_per_epoch or ckpt.preempted:  # else the epoch's end saves
-            ckpt.step_done(step + 1, lambda: (state, {
-                "epoch": epoch, "index": i + 1, "progress": progress.sums, "best": best}),
-                progress)
+          ckpt.step_done(step + 1, progress, lambda: (state, {"best": best}))
         progress.check()
         train_seconds = time.perf_counter() - start
         test = evaluate(eval_step, state, test_batches(), num_test)

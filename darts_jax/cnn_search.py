@@ -127,10 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         progress.log(i, step, metrics["train_loss"], metrics["train_accuracy"],
                      {"weight gradient norm": metrics["weight_grad_norm"],
                       "alpha hypergradient norm": metrics["alpha_grad_norm"]})
-        if i + 1 < steps_per_epoch or ckpt.preempted:  # else the epoch's end saves
-          ckpt.step_done(step + 1, lambda: (state, {
-              "epoch": epoch, "index": i + 1, "progress": progress.sums,
-              "history": history_meta()}), progress)
+        ckpt.step_done(step + 1, progress, lambda: (state, {"history": history_meta()}))
       progress.check()
       val_loss, val_accuracy = evaluate(eval_step, state, alpha_half, config.batch_size,
                                         config.get("eval_examples"), shard)

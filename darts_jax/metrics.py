@@ -70,6 +70,7 @@ class EpochProgress:
     from tqdm import tqdm
 
     self.epoch, self.steps, self.log_every, self.start = epoch, steps, log_every, start
+    self.done = start  # steps of the epoch done so far
     self._perplexity = perplexity  # show exp(mean loss) rather than the accuracy
     self.sums = list(sums) if sums else [0.0, 0.0, 0]  # loss, accuracy, count
     self._pending = []
@@ -91,6 +92,7 @@ class EpochProgress:
   def log(self, index: int, step: int, loss, accuracy=0.0, checks: dict | None = None):
     """Records the epoch's `index`-th step (global `step`): its loss and accuracy, and
     `checks`, further scalars that must be finite (e.g. {"weight gradient norm": ...})."""
+    self.done = index + 1
     self._pending.append((step, {"training loss": loss, **(checks or {})}, accuracy))
     if index % self.log_every == 0 or index == self.steps - 1:
       self.check()
@@ -116,6 +118,10 @@ class EpochProgress:
       self._bar.set_postfix(loss=f"{self.loss:.3f}", ppl=f"{perplexity(self.loss):.1f}")
     else:
       self._bar.set_postfix(loss=f"{self.loss:.3f}", acc=f"{self.accuracy:.3f}")
+
+  def position(self) -> dict:
+    """Where the epoch stands, for a checkpoint's record (what `for_epoch` resumes from)."""
+    return {"epoch": self.epoch, "index": self.done, "progress": self.sums}
 
   @property
   def loss(self) -> float:

@@ -124,10 +124,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           position += lengths[n]
           tokens += int(window["mask"].sum()) * config.batch_size
           global_step += 1
-          if n + 1 < len(lengths) or ckpt.preempted:  # else the epoch's end saves
-            ckpt.step_done(global_step, lambda: (state, {
-                "epoch": epoch, "index": n + 1, "progress": progress.sums,
-                "history": history, "best": best}), progress)
+          ckpt.step_done(global_step, progress,
+                         lambda: (state, {"history": history, "best": best}))
         progress.check()
         train_seconds = time.perf_counter() - start
         weights = averaged_params(state.opt_state, state.params)

@@ -246,10 +246,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         position += seq_len
         tokens += int(window["mask"].sum()) * config.batch_size
         global_step += 1
-        if n + 1 < len(lengths) or ckpt.preempted:  # else the epoch's end saves
-          ckpt.step_done(global_step, lambda: (state, {
-              "epoch": epoch, "index": n + 1, "progress": progress.sums,
-              "history": [a.tolist() for a in history]}), progress)
+        ckpt.step_done(global_step, progress,
+                       lambda: (state, {"history": [a.tolist() for a in history]}))
       progress.check()
       train_seconds = time.perf_counter() - start
       valid_ppl = evaluate(eval_step, (state.weights, state.batch_stats, state.alphas),

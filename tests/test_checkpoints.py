@@ -4,6 +4,7 @@ through the command line, a corrupt checkpoint, a NaN mid-run, and what each lea
 import hashlib
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 from typing import NamedTuple
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 from darts_jax import checkpoints
@@ -186,8 +188,6 @@ def finished_run(tmp_path_factory):
 
 
 def copy_run(finished_run, tmp_path):
-  import shutil
-
   workdir = tmp_path / "run"
   shutil.copytree(finished_run[0], workdir)
   return workdir
@@ -239,7 +239,5 @@ def test_nan_mid_run_stops_with_one_line_and_keeps_the_checkpoints(finished_run,
 
 
 def checkpoints_state(workdir, step):
-  import orbax.checkpoint as ocp
-
   path = workdir / "checkpoints" / "last" / str(step) / "state"
   return ocp.StandardCheckpointer().restore(path)
