@@ -15,6 +15,15 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Where outputs go (default: ./runs/<config name>-<time>).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Several hosts: join them through jax.distributed.initialize() "
+    "(found by itself on TPU pod slices, SLURM, Open MPI; else give the three flags below).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "With --distributed: ip:port of the first host.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "With --distributed: the number of hosts.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "With --distributed: this host's index, 0 to n - 1.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -71,6 +80,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   if config.get("xla_cpu_fast_kernels"):
     xla_flags.configure_cpu()  # before JAX starts its backend
+  if _DISTRIBUTED.value:
+    from darts_jax import parallel
+
+    parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   tasks.run(config, workdir)
 
 

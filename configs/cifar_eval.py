@@ -34,6 +34,9 @@ def get_config():
   config.model.drop_path_prob = 0.2  # reached at the last epoch, linearly from 0
   config.model.scan_cells = True  # same-shaped consecutive cells in one lax.scan
   config.model.remat = True  # recompute each cell in the backward pass: half the memory
+  # Compute dtype: float32 | bfloat16. bfloat16 is mixed precision for GPU/TPU: convolutions
+  # in bfloat16; parameters, optimiser states, BN statistics and the loss stay float32.
+  config.model.dtype = "float32"
   config.epochs = 600
   config.batch_size = 96
   config.lr_schedule = "cosine"  # cosine (to learning_rate_min) | exponential (lr_decay)

@@ -27,6 +27,9 @@ def get_config():
   config.model.channels = 16
   config.model.layers = 8
   config.model.remat = "edge"  # see darts_jax.supernet.SearchNetwork.remat
+  # Compute dtype: float32 | bfloat16. bfloat16 is mixed precision for GPU/TPU: convolutions
+  # in bfloat16; parameters, optimiser states, BN statistics and the loss stay float32.
+  config.model.dtype = "float32"
   config.epochs = 50
   config.batch_size = 64
   config.learning_rate = 0.025

@@ -30,6 +30,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from darts_jax import parallel
 from darts_jax.errors import NonFiniteLossError, UserError
 
 # Fields that may change when a run is resumed: they do not change the computation.
@@ -172,6 +173,7 @@ class RunCheckpoints:
     os.makedirs(self.workdir, exist_ok=True)
     self._check_config(config)
     self._remove_partial_writes()
+    parallel.sync("darts_jax_checkpoints_open")  # the first host's clean-up is done
     # Synchronous saves: a step donates the previous state's buffers, so the arrays must be
     # on the host before the next step starts. 0.3-1 s for the paper's states
     # (benchmarks/README.md, "Checkpoints"), every hundreds of steps.
@@ -218,20 +220,23 @@ class RunCheckpoints:
             f"--workdir={self.workdir} holds a run with a different config ({diffs}"
             f"{'; ...' if len(changed) > 4 else ''}): resume with the same settings, start "
             "this config in a new --workdir, or pass --config.checkpoint.resume_changed=True.")
-    with open(path + ".tmp", "w") as f:
-      json.dump(current, f, indent=2)
-    os.replace(path + ".tmp", path)
+    if jax.process_index() == 0:  # on several hosts, the first writes
+      with open(path + ".tmp", "w") as f:
+        json.dump(current, f, indent=2)
+      os.replace(path + ".tmp", path)
 
   def _remove_partial_writes(self):
     """A SIGKILL during a save leaves Orbax's temporary folder behind; it is incomplete."""
-    if os.path.isdir(self.directory):
+    if os.path.isdir(self.directory) and jax.process_index() == 0:
       for name in os.listdir(self.directory):
         if ".orbax-checkpoint-tmp" in name:
           shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   # -- SIGTERM ----------------------------------------------------------------------------
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    # Several hosts: JAX's coordination service catches SIGTERM and agrees on a step at which
+    # every host stops (`_sigterm_agreed`), so each saves the same checkpoint.
+    if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
       self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
     return self
 
@@ -300,10 +305,12 @@ class RunCheckpoints:
     """Moves an unreadable checkpoint out of Orbax's folder, so the run can save that step
     again; nothing is deleted."""
     target = os.path.join(self.workdir, "checkpoints", "unreadable", str(step))
-    if os.path.exists(target):
-      shutil.rmtree(target)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.move(os.path.join(self.directory, str(step)), target)
+    if jax.process_index() == 0:  # every host found it unreadable; the first moves it
+      if os.path.exists(target):
+        shutil.rmtree(target)
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    parallel.sync(f"darts_jax_set_aside_{step}")
     self._manager.reload()
     return target
 
@@ -348,7 +355,7 @@ class RunCheckpoints:
     reads back the steps not yet checked (the NaN guard), so a checkpoint never holds a state
     that came from a non-finite loss or gradient.
     """
-    if not (self.preempted or step % self.every_steps == 0):
+    if not (self._sigterm_agreed(step) or step % self.every_steps == 0):
       return
     if progress.done == progress.steps and not self.preempted:
       return
@@ -357,6 +364,13 @@ class RunCheckpoints:
     self.save(step, state, {**progress.position(), **extra})
     if self.preempted:
       self.stop(step)
+
+  def _sigterm_agreed(self, step: int) -> bool:
+    if jax.process_count() > 1 and not self.preempted:
+      from jax.experimental import multihost_utils
+
+      self.preempted = multihost_utils.reached_preemption_sync_point(step)
+    return self.preempted
 
   def stop(self, step: int):
     """After a save: raises `Preempted` when SIGTERM has arrived."""

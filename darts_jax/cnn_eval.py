@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from darts_jax import augment, data
+from darts_jax import augment, data, ops, parallel
 from darts_jax.checkpoints import RunCheckpoints
 from darts_jax.errors import ConfigError
 from darts_jax.genotypes import genotype_from_name_or_file
@@ -75,7 +75,8 @@ def build_model(config, genotype, num_classes: int):
   kind = NetworkImageNet if config.data.name == "imagenet2012" else NetworkCIFAR
   return kind(genotype, channels=config.model.channels, num_classes=num_classes,
               layers=config.model.layers, auxiliary=config.model.auxiliary_weight > 0,
-              scan_cells=config.model.scan_cells, remat=config.model.remat)
+              scan_cells=config.model.scan_cells, remat=config.model.remat,
+              dtype=config.model.dtype)
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
@@ -144,6 +145,7 @@ def _check(config):
   if config.lr_schedule not in SCHEDULES:
     raise ConfigError(f"--config.lr_schedule={config.lr_schedule!r} is not one of "
                       f"{', '.join(SCHEDULES)}.")
+  ops.compute_dtype(config.model.dtype)  # a ConfigError for an unknown one
   for name in ("batch_size", "epochs"):
     if config[name] <= 0:
       raise ConfigError(f"--config.{name}={config[name]} must be positive.")
@@ -152,7 +154,7 @@ def _check(config):
 def _load_data(config):
   """Returns (`train(epoch, index)`, the training batches from that position on; steps per
   epoch; a function yielding (batch, mask) over the test split; image shape, number of
-  classes, mean, std, test size)."""
+  classes, mean, std, test size; whether the batches hold this host's rows only)."""
   if config.data.name == "imagenet2012":
     from darts_jax import imagenet_input  # Pillow pipeline; CIFAR runs never import it
 
@@ -163,7 +165,7 @@ def _load_data(config):
                                                        num_workers=config.data.num_workers)
     return (train, len(source.train) // config.batch_size, test_batches, (224, 224, 3),
             source.num_classes, imagenet_input.MEAN, imagenet_input.STD,
-            len(source.validation))
+            len(source.validation), True)
   dataset = data.load(config.data)
   train_split, test_split = dataset.train, dataset.test
   if config.data.get("num_train"):
@@ -176,7 +178,7 @@ def _load_data(config):
   test_batches = lambda: data.padded_batches(test_split, config.batch_size)
   return (train, len(train_split.labels) // config.batch_size, test_batches,
           train_split.images.shape[1:], dataset.num_classes, dataset.mean, dataset.std,
-          len(test_split.labels))
+          len(test_split.labels), False)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -184,7 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   _check(config)
   genotype = genotype_from_name_or_file(config.genotype)
   (make_train_batches, steps_per_epoch, test_batches, image_shape, num_classes, mean, std,
-   num_test) = _load_data(config)
+   num_test, host_local) = _load_data(config)
   if not steps_per_epoch:
     raise data.DataError(f"--config.batch_size={config.batch_size} is larger than the "
                          "training split: lower it.")
@@ -203,14 +205,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"training {config.epochs} epochs of {steps_per_epoch} steps, batch {config.batch_size}; "
         f"testing on {num_test} images", flush=True)
 
-  train_step = jax.jit(make_train_step(model, optimizer, config, mean, std), donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(model, mean, std))
+  # Data parallel over every device of every host: the state replicated, batches split.
+  mesh = parallel.data_mesh()
+  state = parallel.replicate(state, mesh)
+  train_step = jax.jit(make_train_step(model, optimizer, config, mean, std), donate_argnums=0,
+                       out_shardings=parallel.replicated(mesh))
+  eval_step = jax.jit(make_eval_step(model, mean, std), out_shardings=parallel.replicated(mesh))
+  shard = lambda batch: parallel.shard_batch(batch, mesh, local=host_local)
   schedule = learning_rate_schedule(config, steps_per_epoch)
   step_key = jax.random.PRNGKey(config.seed + 1)
 
   with RunCheckpoints(workdir, config, best=True) as ckpt:  # checks a resumed run's config
-    with open(os.path.join(workdir, "genotype.json"), "w") as f:
-      f.write(genotype.to_json())
+    if parallel.is_primary():  # on several hosts, the first writes
+      with open(os.path.join(workdir, "genotype.json"), "w") as f:
+        f.write(genotype.to_json())
     # The data order and the step keys are functions of (seed, epoch, step): the state and
     # the position are all a restarted run needs to continue exactly.
     state, meta = ckpt.restore(state) or (state, {"epoch": 0, "index": 0, "best": -1.0})
@@ -231,13 +239,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         for i in progress:
           step = epoch * steps_per_epoch + i
           state, metrics = train_step(state, jax.random.fold_in(step_key, step),
-                                      next(train_batches), drop_path_rate)
+                                      shard(next(train_batches)), drop_path_rate)
           progress.log(i, step, metrics["loss"], metrics["accuracy"],
                        {"gradient norm": metrics["grad_norm"]})
           ckpt.step_done(step + 1, progress, lambda: (state, {"best": best}))
         progress.check()
         train_seconds = time.perf_counter() - start
-        test = evaluate(eval_step, state, test_batches(), num_test)
+        test = evaluate(eval_step, state, map(shard, test_batches()), num_test)
         scalars = {"train_loss": progress.loss, "train_accuracy": progress.accuracy,
                    **{f"test_{k}": v for k, v in test.items()},
                    "learning_rate": float(schedule(epoch * steps_per_epoch)),
@@ -267,8 +275,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "mult_adds": mult_adds, "epochs": config.epochs,
              "final_test_accuracy": test["accuracy"], "best_test_accuracy": best,
              "final_test_top5_accuracy": test["top5_accuracy"]}
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  if parallel.is_primary():
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
   print(f"done: {params_count / 1e6:.2f}M parameters, {mult_adds / 1e6:.0f}M mult-adds; test "
         f"accuracy {test['accuracy']:.4f} final, {best:.4f} best (error {100 * (1 - best):.2f}%)"
         f"\nwrote {workdir}/checkpoints/{{last,best}}, summary.json, metrics.jsonl", flush=True)

@@ -22,13 +22,23 @@ def _step_of(line: str) -> float:
     return math.inf
 
 
+def _primary() -> bool:
+  import jax
+
+  return jax.process_index() == 0
+
+
 class MetricWriter:
   """Writes `{step, **scalars}` to `<workdir>/metrics.jsonl` and to TensorBoard event files
-  in `<workdir>/tensorboard` (view with `tensorboard --logdir <workdir>`)."""
+  in `<workdir>/tensorboard` (view with `tensorboard --logdir <workdir>`). On several hosts,
+  only the first writes; on the others it does nothing."""
 
   def __init__(self, workdir: str, resume_step: int | None = None):
     from tensorboardX import SummaryWriter  # pure Python: no TensorFlow needed
 
+    self._jsonl = self._tb = None
+    if not _primary():
+      return
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "metrics.jsonl")
     if resume_step is not None and os.path.exists(path):
@@ -42,6 +52,8 @@ class MetricWriter:
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, scalars: dict):
+    if self._jsonl is None:
+      return
     scalars = {k: float(v) for k, v in scalars.items()}
     self._jsonl.write(json.dumps({"step": step, "time": time.time(), **scalars}) + "\n")
     self._jsonl.flush()
@@ -51,8 +63,9 @@ class MetricWriter:
     self._tb.flush()
 
   def close(self):
-    self._jsonl.close()
-    self._tb.close()
+    if self._jsonl is not None:
+      self._jsonl.close()
+      self._tb.close()
 
 
 class EpochProgress:
@@ -75,7 +88,8 @@ class EpochProgress:
     self.sums = list(sums) if sums else [0.0, 0.0, 0]  # loss, accuracy, count
     self._pending = []
     self._bar = tqdm(range(start, steps), desc=f"epoch {epoch + 1}/{epochs}", unit="step",
-                     dynamic_ncols=True, disable=not show, initial=start, total=steps)
+                     dynamic_ncols=True, disable=not (show and _primary()), initial=start,
+                     total=steps)
 
   @classmethod
   def for_epoch(cls, config, epoch: int, steps: int, resumed: dict, perplexity: bool = False):

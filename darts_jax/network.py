@@ -17,6 +17,9 @@ Compile time, speed and memory (benchmarks/README.md). Consecutive cells of the 
 compiles one copy of each distinct cell rather than 20 (15 s instead of 32 s on 2 CPU cores). Each
 cell is rematerialised in the backward pass (`remat=True`): half the activation memory, and
 on CPU no slower. On CPU, depthwise convolutions are shifted-window sums (`ops.depthwise`).
+
+Mixed precision: `NetworkCIFAR(genotype, dtype="bfloat16")` computes in bfloat16 with float32
+parameters and BN statistics and returns float32 logits (as `darts_jax.supernet`).
 """
 
 from __future__ import annotations
@@ -139,7 +142,9 @@ assert tuple(OPS) == PRIMITIVES
 def drop_path_scale(key, rate, shape, dtype=jnp.float32):
   """Per-sample factors of drop path: 0 with probability `rate`, else 1 / (1 - rate), so
   the expectation is unchanged (the official `drop_path`: one Bernoulli per sample)."""
-  keep = 1.0 - jnp.asarray(rate, dtype)
+  # Drawn in at least float32: a bfloat16 keep probability (0.8 -> 0.80078125) would drop
+  # other samples than the float32 network does from the same key.
+  keep = 1.0 - jnp.asarray(rate, jnp.promote_types(dtype, jnp.float32))
   return jnp.where(jax.random.bernoulli(key, keep, shape), 1.0 / keep, 0.0).astype(dtype)
 
 
@@ -233,6 +238,8 @@ class _Linear(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    # Float32 logits from any compute dtype, for the loss; the layer itself is tiny.
+    x = ops.at_least_float32(x)
     c = x.shape[-1]
     return x @ _kernel(self, "kernel", (c, self.features), c) + _kernel(
         self, "bias", (self.features,), c)
@@ -264,6 +271,8 @@ class _Network(nn.Module):
   impl: str | None
   scan_cells: bool
   remat: bool
+  # The compute dtype, "float32" | "bfloat16" (ops.COMPUTE_DTYPES); None: the images' dtype.
+  dtype: Any = None
 
   def stems(self, images, train):
     raise NotImplementedError
@@ -276,6 +285,8 @@ class _Network(nn.Module):
     """Returns (logits, auxiliary logits or None); drop_path_rate may be a traced scalar."""
     _check_genotype(self.genotype)
     impl = self.impl or default_impl()
+    if self.dtype is not None:
+      images = images.astype(ops.compute_dtype(self.dtype))
     s0, s1, reduction_prev = self.stems(images, train)
     plan = cell_plan(self.genotype, self.channels, self.layers,
                      (s0.shape[-1], s1.shape[-1]), reduction_prev)

@@ -6,6 +6,11 @@ slower than dense ones, and compiles them slowly, so on CPU the two are composed
 dense k x k kernel (`K[a, b, c, d] = dw[a, b, c] * pw[c, d]`, exact: nothing nonlinear lies
 between them). On GPU/TPU the depthwise convolution is native and cheaper in flops, so it is
 kept. Both forms are tested against each other and against a per-edge reference.
+
+Mixed precision. The ops compute in the dtype of their input activations: a weight is cast
+to it where it is used, so parameters stay float32 and their gradients come back float32
+while a network fed bfloat16 activations convolves in bfloat16. Batch norm and the long sums
+of the backward passes written here run in at least float32 (`at_least_float32`).
 """
 
 from __future__ import annotations
@@ -19,8 +24,33 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from darts_jax.errors import ConfigError
+
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 DEPTHWISE_IMPLS = ("dense", "grouped", "shifted")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def compute_dtype(name) -> np.dtype | None:
+  """The dtype named by a `dtype` setting (`config.model.dtype`); None stays None.
+
+  Raises:
+    ConfigError: not one of COMPUTE_DTYPES (float16 is left out: it needs loss scaling).
+  """
+  if name is None:
+    return None
+  try:
+    dtype = jnp.dtype(name)
+  except TypeError:
+    dtype = None
+  if dtype is None or dtype.name not in COMPUTE_DTYPES:
+    raise ConfigError(f"--config.model.dtype={name!r} is not one of {', '.join(COMPUTE_DTYPES)}.")
+  return dtype
+
+
+def at_least_float32(x):
+  """x in float32 if it is narrower (float64 stays): for reductions and logits."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def default_depthwise_impl() -> str:
@@ -42,8 +72,10 @@ def torch_uniform(fan_in: int):
 def conv2d(x, kernel, stride=1, dilation=1, groups=1):
   """Convolution with PyTorch's symmetric padding dilation * (k - 1) // 2.
 
-  On CPU a dense convolution differentiates through `_conv_canonical_vjp`.
+  On CPU a dense convolution differentiates through `_conv_canonical_vjp`. The kernel is
+  cast to x's dtype (the compute dtype).
   """
+  kernel = kernel.astype(x.dtype)
   if groups == 1 and jax.default_backend() == "cpu":
     return _conv_canonical_vjp(x, kernel, stride, dilation)
   return _conv(x, kernel, stride, dilation, groups=groups)
@@ -112,7 +144,8 @@ def separable(x, dw, pw, stride, dilation, impl):
 def pointwise(x, kernel):
   """1x1 convolution, kernel (C, D), as one 2-D matrix product: XLA's CPU backend runs the
   gradient of a (N*H*W, C) @ (C, D) product about 3x faster than that of the NHWC form."""
-  return (x.reshape(-1, x.shape[-1]) @ kernel).reshape(*x.shape[:-1], kernel.shape[-1])
+  product = x.reshape(-1, x.shape[-1]) @ kernel.astype(x.dtype)
+  return product.reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 def depthwise(x, kernel, stride=1, dilation=1, impl="grouped"):
@@ -144,6 +177,7 @@ def _windows(padded, k, dilation, stride, out_hw):
 
 
 def _depthwise_forward(x, kernel, stride, dilation):
+  kernel = kernel.astype(x.dtype)
   k = kernel.shape[0]
   pad = dilation * (k - 1) // 2
   out_hw = [(size + 2 * pad - dilation * (k - 1) - 1) // stride + 1 for size in x.shape[1:3]]
@@ -157,7 +191,8 @@ def _depthwise_forward(x, kernel, stride, dilation):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _depthwise_shifted(x, kernel, stride, dilation):
   """Shifted-window depthwise convolution that keeps only x for its backward pass (plain
-  autodiff would keep all k * k windows: k * k times the activation memory)."""
+  autodiff would keep all k * k windows: k * k times the activation memory). The kernel is
+  cast to x's dtype inside, so its gradient comes back in its own dtype, unrounded."""
   return _depthwise_forward(x, kernel, stride, dilation)
 
 
@@ -173,19 +208,20 @@ def _depthwise_shifted_bwd(stride, dilation, residuals, g):
   (top, bottom), (left, right) = _input_gradient_padding(x.shape[1:3], k, stride, dilation)
   g_padded = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0), (top, bottom, stride - 1),
                                                   (left, right, stride - 1), (0, 0, 0)])
-  flipped = jnp.flip(kernel, (0, 1))
+  flipped = jnp.flip(kernel, (0, 1)).astype(g.dtype)
   dx = 0
   for a, b, window in _windows(g_padded, k, dilation, 1, x.shape[1:3]):
     dx = dx + window * flipped[a, b]
   padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   # One variadic reduction for all k * k kernel taps: XLA emits a single loop that reads x
-  # and g once (k * k separate sums read them k * k times: 5x slower at 32x32x36).
-  products = tuple(window * g for _, _, window in
+  # and g once (k * k separate sums read them k * k times: 5x slower at 32x32x36). It sums
+  # N * H * W products, too many for a bfloat16 accumulator.
+  products = tuple(at_least_float32(window) * at_least_float32(g) for _, _, window in
                    _windows(padded, k, dilation, stride, g.shape[1:3]))
-  zero = np.zeros((), g.dtype)
+  zero = np.zeros((), products[0].dtype)
   dk = lax.reduce(products, (zero,) * len(products),
                   lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
-  return dx, jnp.stack(dk).reshape(kernel.shape)
+  return dx, jnp.stack(dk).reshape(kernel.shape).astype(kernel.dtype)
 
 
 _depthwise_shifted.defvjp(_depthwise_shifted_fwd, _depthwise_shifted_bwd)
@@ -217,14 +253,17 @@ def batch_norm(x, mean, var, *, train, feature_ndim=1, momentum=0.1, epsilon=1e-
 
   Returns `(y, (new_mean, new_var))`: in training mode the batch statistics normalise and
   the running ones move by `momentum` (0.1, flax's 0.9) with the unbiased variance; in
-  evaluation mode the running statistics normalise and are returned unchanged.
+  evaluation mode the running statistics normalise and are returned unchanged. Statistics
+  and normalisation are computed in at least float32, y is returned in x's dtype.
   """
   axes = tuple(range(x.ndim - feature_ndim))
+  wide = at_least_float32(x)
   if not train:
-    return (x - mean.astype(x.dtype)) * lax.rsqrt(var.astype(x.dtype) + epsilon), (mean, var)
-  batch_mean = jnp.mean(x, axes)
-  batch_var = jnp.mean(jnp.square(x - batch_mean), axes)
-  y = (x - batch_mean) * lax.rsqrt(batch_var + epsilon)
+    y = (wide - mean.astype(wide.dtype)) * lax.rsqrt(var.astype(wide.dtype) + epsilon)
+    return y.astype(x.dtype), (mean, var)
+  batch_mean = jnp.mean(wide, axes)
+  batch_var = jnp.mean(jnp.square(wide - batch_mean), axes)
+  y = ((wide - batch_mean) * lax.rsqrt(batch_var + epsilon)).astype(x.dtype)
   count = math.prod(x.shape[a] for a in axes)
   new_mean = (1 - momentum) * mean + momentum * lax.stop_gradient(batch_mean)
   new_var = (1 - momentum) * var + momentum * lax.stop_gradient(batch_var) * count / (count - 1)
@@ -247,6 +286,7 @@ class BatchNorm(nn.Module):
     if train and self.is_mutable_collection("batch_stats") and not self.is_initializing():
       ra_mean.value, ra_var.value = mean, var
     if self.affine:
-      y = y * self.param("scale", nn.initializers.ones, features, jnp.float32) + self.param(
-          "bias", nn.initializers.zeros, features, jnp.float32)
+      scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
+      bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
+      y = y * scale.astype(y.dtype) + bias.astype(y.dtype)
     return y

@@ -30,13 +30,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from darts_jax import text_data
+from darts_jax import parallel, text_data
 from darts_jax.averaging import averaged_params, is_averaging, start_averaging
 from darts_jax.checkpoints import RunCheckpoints
 from darts_jax.genotypes import recurrent_genotype_from_name_or_file
 from darts_jax.metrics import EpochProgress, MetricWriter, perplexity
 from darts_jax.rnn import init_rnn
-from darts_jax.rnn_search import (build_model, check_model_config, evaluate, make_eval_step,
+from darts_jax.rnn_search import (build_model, check_model_config, evaluate, hidden_state,
+                                  make_eval_step, state_shardings,
                                   make_loss_fn, make_weight_optimizer, with_learning_rate)
 
 
@@ -81,18 +82,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "parameters", flush=True)
 
   optimizer = make_weight_optimizer(config, average=True)
-  zeros = lambda b: jnp.zeros((b, config.model.hidden_size))
+  # Data parallel over every device of every host: the streams split, the rest replicated.
+  mesh = parallel.data_mesh()
+  zeros = lambda b: hidden_state(b, config.model.hidden_size, mesh)
   state = RNNTrainState(params, with_learning_rate(optimizer.init(params),
-                                                   config.learning_rate), None)
-  step = jax.jit(make_train_step(model, optimizer, config), donate_argnums=0)
+                                                   config.learning_rate), zeros(config.batch_size))
+  shardings = state_shardings(state, mesh)
+  state = jax.device_put(state, shardings)
+  step = jax.jit(make_train_step(model, optimizer, config), donate_argnums=0,
+                 out_shardings=(shardings, parallel.replicated(mesh)))
   eval_step = jax.jit(make_eval_step(model))
   key = jax.random.PRNGKey(config.seed + 1)
   max_len = config.bptt + config.max_seq_len_delta
-  state = state._replace(hidden=zeros(config.batch_size))
+  window_shard = lambda window: parallel.shard_batch(window, mesh, axis=1)
+  # Jitted so that the new flags come out placed like the step's outputs (on several hosts
+  # an array made on one device cannot be saved or passed on).
+  switch_to_averaging = jax.jit(lambda s: s._replace(opt_state=start_averaging(s.opt_state)),
+                                out_shardings=shardings, donate_argnums=0)
 
   with RunCheckpoints(workdir, config, best=True) as ckpt:
-    with open(os.path.join(workdir, "genotype.json"), "w") as f:
-      f.write(genotype.to_json())
+    if parallel.is_primary():  # on several hosts, the first writes
+      with open(os.path.join(workdir, "genotype.json"), "w") as f:
+        f.write(genotype.to_json())
     # Window lengths, windows and dropout keys are functions of (seed, epoch, step); the
     # averaged-SGD switch depends on the validation history, which the checkpoint keeps.
     state, meta = ckpt.restore(state) or (state, {"epoch": 0, "index": 0, "step": 0})
@@ -117,7 +128,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         for n in progress:
           padded = text_data.bucket(lengths[n], config.window_bucket)
           window = text_data.window(train, position, lengths[n], padded)
-          state, metrics = step(state, window, jax.random.fold_in(key, global_step),
+          state, metrics = step(state, window_shard(window),
+                                jax.random.fold_in(key, global_step),
                                 np.float32(lengths[n]))
           progress.log(n, global_step, metrics["train_nll"], 0.0,
                        {"gradient norm": metrics["grad_norm"]})
@@ -130,7 +142,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         train_seconds = time.perf_counter() - start
         weights = averaged_params(state.opt_state, state.params)
         valid_ppl = evaluate(eval_step, (weights, {}, None), valid, config.bptt,
-                             zeros(config.eval_batch_size))
+                             zeros(config.eval_batch_size), mesh)
         valid_loss = math.log(valid_ppl) if valid_ppl < math.inf else math.inf
         improved = valid_loss < best
         if improved:
@@ -140,7 +152,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         switch = (not is_averaging(state.opt_state) and len(history) > config.nonmono
                   and valid_loss > min(history[:len(history) - config.nonmono]))
         if switch:
-          state = state._replace(opt_state=start_averaging(state.opt_state))
+          state = switch_to_averaging(state)
         history.append(valid_loss)
         scalars = {"train_ppl": perplexity(progress.loss), "valid_ppl": valid_ppl,
                    "averaging": float(is_averaging(state.opt_state)),
@@ -160,11 +172,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if best_params is None:  # no epoch had a finite validation perplexity
     best_params = state.params
   test_ppl = evaluate(eval_step, (best_params, {}, None), test, config.bptt,
-                      zeros(config.test_batch_size))
+                      zeros(config.test_batch_size), mesh)
   summary = {"genotype": config.genotype, "parameters": count,
              "best_valid_ppl": perplexity(best), "test_ppl": test_ppl, "epochs": config.epochs}
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  if parallel.is_primary():
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
   print(f"done: best valid ppl {perplexity(best):.2f}, test ppl {test_ppl:.2f} (the best "
         f"weights, test batch {config.test_batch_size})\nwrote {workdir}/summary.json, "
         "checkpoints/{last,best}", flush=True)

@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from darts_jax import text_data
+from darts_jax import parallel, text_data
 from darts_jax.averaging import polyak_average
 from darts_jax.errors import ConfigError
 from darts_jax.genotypes import RNN_PRIMITIVES, derive_recurrent_genotype
@@ -146,16 +146,37 @@ def make_eval_step(model):
   return eval_step
 
 
-def evaluate(eval_step, variables, streams, bptt: int, hidden):
+def evaluate(eval_step, variables, streams, bptt: int, hidden, mesh=None):
   """Perplexity over a batchified split, windows of `bptt` steps in order; `variables` =
-  (weights, batch_stats, alphas) as `eval_step` takes them."""
+  (weights, batch_stats, alphas) as `eval_step` takes them. With a `mesh`, the streams are
+  split over its devices when their number divides (`parallel.batch_sharding`)."""
   total, count = 0.0, 0
   for start in range(0, len(streams) - 1, bptt):
     window = text_data.window(streams, start, bptt, bptt)
-    nll_sum, hidden = eval_step(*variables, window, hidden)
+    nll_sum, hidden = eval_step(*variables, _shard_window(window, mesh), hidden)
     total += float(nll_sum)
     count += int(window["mask"].sum())
   return perplexity(total / count)
+
+
+def _shard_window(window, mesh):
+  # Windows are time-major, (T, streams): the streams are the batch axis.
+  return window if mesh is None else parallel.shard_batch(window, mesh, axis=1)
+
+
+def hidden_state(batch_size: int, hidden_size: int, mesh=None):
+  """Zero hidden states for `batch_size` streams, split over `mesh` as the streams are."""
+  zeros = jnp.zeros((batch_size, hidden_size))
+  return zeros if mesh is None else jax.device_put(
+      zeros, parallel.batch_sharding(mesh, batch_size))
+
+
+def state_shardings(state, mesh):
+  """A sharding per field of a recurrent trainer's state (a pytree prefix): the hidden
+  states split by stream like the windows, everything else replicated."""
+  return type(state)(*(parallel.batch_sharding(mesh, value.shape[0])
+                       if name.startswith("hidden") else parallel.replicated(mesh)
+                       for name, value in zip(state._fields, state)))
 
 
 def _check(config):
@@ -198,18 +219,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   weight_opt = make_weight_optimizer(config)
   alpha_opt = optax.chain(optax.add_decayed_weights(config.alpha_weight_decay),
                           optax.adam(config.alpha_learning_rate))
-  zeros = lambda b: jnp.zeros((b, config.model.hidden_size))
+  # Data parallel over every device of every host: the streams split, the rest replicated.
+  mesh = parallel.data_mesh()
+  zeros = lambda b: hidden_state(b, config.model.hidden_size, mesh)
   state = RNNSearchState(variables["params"], variables["batch_stats"], alphas,
                          with_learning_rate(weight_opt.init(variables["params"]),
                                             config.learning_rate), alpha_opt.init(alphas),
                          zeros(config.batch_size), zeros(config.batch_size))
-  step = jax.jit(make_search_step(model, weight_opt, alpha_opt, config), donate_argnums=0)
+  shardings = state_shardings(state, mesh)
+  state = jax.device_put(state, shardings)
+  step = jax.jit(make_search_step(model, weight_opt, alpha_opt, config), donate_argnums=0,
+                 out_shardings=(shardings, parallel.replicated(mesh)))
   eval_step = jax.jit(make_eval_step(model))
   key = jax.random.PRNGKey(config.seed + 1)
   max_len = config.bptt + config.max_seq_len_delta
 
   with RunCheckpoints(workdir, config) as ckpt:
-    os.makedirs(os.path.join(workdir, "genotypes"), exist_ok=True)
+    write_files = parallel.is_primary()  # on several hosts, the first writes
+    if write_files:
+      os.makedirs(os.path.join(workdir, "genotypes"), exist_ok=True)
     # Window lengths, windows and dropout keys are functions of (seed, epoch, step), so the
     # state (hidden states included) and the position are all a restarted run needs.
     state, meta = ckpt.restore(state) or (state, {"epoch": 0, "index": 0, "step": 0})
@@ -238,7 +266,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         window = text_data.window(train, position, seq_len, padded)
         valid_window = text_data.window(search, position % (len(search) - 1), config.bptt,
                                         config.bptt)
-        state, metrics = step(state, window, valid_window,
+        state, metrics = step(state, _shard_window(window, mesh),
+                              _shard_window(valid_window, mesh),
                               jax.random.fold_in(key, global_step), np.float32(seq_len))
         progress.log(n, global_step, metrics["train_nll"], 0.0,
                      {"weight gradient norm": metrics["weight_grad_norm"],
@@ -251,15 +280,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       progress.check()
       train_seconds = time.perf_counter() - start
       valid_ppl = evaluate(eval_step, (state.weights, state.batch_stats, state.alphas),
-                           valid, config.bptt, zeros(config.eval_batch_size))
+                           valid, config.bptt, zeros(config.eval_batch_size), mesh)
       genotype = derive_recurrent_genotype(state.alphas)
       history.append(np.asarray(jax.nn.softmax(state.alphas, axis=-1)))
       scalars = {"train_nll": progress.loss, "train_ppl": perplexity(progress.loss),
                  "valid_ppl": valid_ppl, "tokens_per_second": tokens / train_seconds,
                  "epoch_seconds": time.perf_counter() - start}
       writer.write(global_step, {"epoch": epoch + 1, **scalars})
-      with open(os.path.join(workdir, "genotypes", f"epoch_{epoch + 1:03d}.json"), "w") as f:
-        f.write(genotype.to_json())
+      if write_files:
+        with open(os.path.join(workdir, "genotypes", f"epoch_{epoch + 1:03d}.json"), "w") as f:
+          f.write(genotype.to_json())
       ckpt.save(global_step, state, {"epoch": epoch + 1, "index": 0,
                                      "history": [a.tolist() for a in history]})
       print(f"epoch {epoch + 1}/{config.epochs}: train ppl {scalars['train_ppl']:.1f} | valid "
@@ -269,10 +299,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.close()
 
   genotype = derive_recurrent_genotype(state.alphas)
-  with open(os.path.join(workdir, "genotype.json"), "w") as f:
-    f.write(genotype.to_json())
-  np.savez(os.path.join(workdir, "alphas.npz"), alphas=np.asarray(state.alphas),
-           softmax_per_epoch=np.stack(history))
+  if parallel.is_primary():
+    with open(os.path.join(workdir, "genotype.json"), "w") as f:
+      f.write(genotype.to_json())
+    np.savez(os.path.join(workdir, "alphas.npz"), alphas=np.asarray(state.alphas),
+             softmax_per_epoch=np.stack(history))
   print(f"softmax(alpha) columns: {', '.join(RNN_PRIMITIVES)}\nderived genotype: "
         f"{list(genotype.recurrent)}\nwrote {workdir}/genotype.json, alphas.npz", flush=True)
   return {"genotype": json.loads(genotype.to_json()), **scalars}

@@ -14,13 +14,19 @@ BN statistics of its 14 edges, `(14, ...)` in the order of the alpha rows
 (`mixed_edge`), so the compiled program holds one mixed op per cell. Within it, same-shaped
 outputs share their BN call, and on CPU each depthwise + 1x1 pair is one dense convolution
 (see `darts_jax.ops`).
+
+Mixed precision. `SearchNetwork(dtype="bfloat16")` computes in bfloat16 and keeps float32
+parameters, alphas and BN statistics: the images are cast on entry, the weights where they are
+used, and the logits come back float32, so every gradient, the hypergradient included, is
+float32 and the loss and optimisers are unchanged (tests/test_mixed_precision.py bounds the
+hypergradient's error).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax
 import flax.linen as nn
@@ -233,6 +239,9 @@ class SearchNetwork(nn.Module):
       mixed op per cell (measured at batch 16 on 2 CPU cores: gradient compile 13 s, step
       2.6 s); "unroll" writes them out (61 s, 2.6 s). On CPU the loop is only fast because
       `ops.conv2d` writes its gradients in XLA's fast convolution layout.
+    dtype: the compute dtype, "float32" or "bfloat16" (`ops.COMPUTE_DTYPES`); parameters,
+      alphas, BN statistics and the returned logits stay float32. None (default) computes in
+      the images' dtype. bfloat16 is meant for GPU/TPU, which have bfloat16 matrix units.
   """
 
   channels: int = 16
@@ -242,6 +251,7 @@ class SearchNetwork(nn.Module):
   impl: str | None = None
   edge_loop: str | None = None
   remat: str = "edge"
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, images, alphas, train: bool = True):
@@ -253,7 +263,11 @@ class SearchNetwork(nn.Module):
       raise ValueError(f"Unknown depthwise impl {impl!r}; expected one of {ops.DEPTHWISE_IMPLS}.")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"Unknown remat {self.remat!r}; expected one of {REMAT_POLICIES}.")
-    # The mixing weights follow the activations' dtype, whatever precision alphas are kept in.
+    if self.dtype is not None:
+      images = images.astype(ops.compute_dtype(self.dtype))
+    # The mixing weights follow the activations' dtype, whatever precision alphas are kept in
+    # (mixing in float32 brought the bfloat16 hypergradient no closer to the float32 one: mean
+    # cosine 0.980 either way over 4 seeds x 2 alpha scales, tests/test_mixed_precision.py).
     weights = {kind: jax.nn.softmax(alphas[kind], axis=-1).astype(images.dtype)
                for kind in ("normal", "reduce")}
     c_stem = self.stem_multiplier * self.channels
@@ -269,7 +283,8 @@ class SearchNetwork(nn.Module):
       s0, s1 = s1, cell(s0, s1, weights["reduce" if reduction else "normal"], train)
       reduction_prev = reduction
 
-    pooled = jnp.mean(s1, axis=(1, 2))
+    # The classifier is a sliver of the compute; in float32 the logits need no cast back.
+    pooled = ops.at_least_float32(jnp.mean(s1, axis=(1, 2)))
     kernel = _param(self, "classifier_kernel", (pooled.shape[-1], self.num_classes))
     bias = _param(self, "classifier_bias", (self.num_classes,), fan_in=pooled.shape[-1])
     return pooled @ kernel + bias

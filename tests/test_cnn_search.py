@@ -95,6 +95,7 @@ def tiny_config(**overrides):
 @pytest.mark.parametrize("override,message", [
     ("--config.hypergradient.method=second_order", "hypergradient.method='second_order'"),
     ("--config.model.remat=all", "model.remat='all'"),
+    ("--config.model.dtype=float16", "model.dtype='float16'"),
 ])
 def test_bad_config_values_are_one_line_through_main(tmp_path, override, message):
   out = subprocess.run(
