@@ -1,6 +1,10 @@
 """DARTS' CNN architecture search (CIFAR-10 in the paper), read top to bottom.
 
     python main.py --config configs/cifar_search.py --workdir runs/search
+    python main.py --config configs/nb201_search.py --workdir runs/nb201
+
+The search space is `config.search_space` (`darts_jax.search_spaces`): DARTS' own ("darts")
+or NAS-Bench-201's ("nas_bench_201"); the step and this loop are the same for both.
 
 Each step is one jitted function: augment both batches on the device, the alpha step on the
 alpha half's batch through `darts_jax.hypergradient` (exact by default), then the weight step
@@ -10,7 +14,8 @@ on the alpha half, as the official code reports it), the derived genotype and so
 
 Writes to the workdir: `metrics.jsonl` and TensorBoard scalars, `genotypes/epoch_NNN.json`,
 the final `genotype.json`, `alphas.npz` (final alphas and their softmax per epoch), and
-`normal.png`, `reduction.png`, `alphas.png`; `checkpoints/last/` and `config.json`, from which a
+pictures of the cells (DARTS: `normal.png`, `reduction.png`; NAS-Bench-201: `cell.png`) and
+of softmax(alpha) over the epochs, `alphas.png`; `checkpoints/last/` and `config.json`, from which a
 run started again on the same workdir resumes (`darts_jax.checkpoints`).
 """
 
@@ -26,20 +31,22 @@ import ml_collections
 import numpy as np
 import optax
 
-from darts_jax import augment, data, parallel, plots, search
+from darts_jax import augment, data, parallel, plots, search, search_spaces
 from darts_jax.checkpoints import RunCheckpoints
 from darts_jax.errors import ConfigError
-from darts_jax.genotypes import PRIMITIVES, derive_genotype
 from darts_jax.hypergradient import METHODS
 from darts_jax.metrics import EpochProgress, MetricWriter
-from darts_jax.supernet import REMAT_POLICIES, SearchNetwork, init_alphas, init_supernet
+from darts_jax.ops import COMPUTE_DTYPES
+from darts_jax.supernet import REMAT_POLICIES
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the search described by `config`; returns the final genotype and metrics."""
   # Checked before the data loads and the step compiles, so a typo costs no time.
+  space = search_spaces.get(config.get("search_space", "darts"))
   for name, value, allowed in (("hypergradient.method", config.hypergradient.method, METHODS),
-                               ("model.remat", config.model.remat, REMAT_POLICIES)):
+                               ("model.remat", config.model.remat, REMAT_POLICIES),
+                               ("model.dtype", config.model.dtype, COMPUTE_DTYPES)):
     if value not in allowed:
       raise ConfigError(f"--config.{name}={value!r} is not one of {', '.join(allowed)}.")
   dataset = data.load(config.data)
@@ -50,10 +57,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   print(f"{config.data.name}: {len(weight_half.labels)} images train the weights, "
         f"{len(alpha_half.labels)} the alphas; images {train.images.shape[1:]}", flush=True)
 
-  model = SearchNetwork(channels=config.model.channels, layers=config.model.layers,
-                        num_classes=dataset.num_classes, remat=config.model.remat)
-  weights, batch_stats = init_supernet(model, config.seed, train.images.shape[1:])
-  alphas = init_alphas(jax.random.PRNGKey(config.seed))
+  model = space.build(config, dataset.num_classes)
+  weights, batch_stats = space.init(model, config.seed, train.images.shape[1:])
+  alphas = space.init_alphas(jax.random.PRNGKey(config.seed))
   if config.batch_size > min(len(weight_half.labels), len(alpha_half.labels)):
     raise ConfigError(f"--config.batch_size={config.batch_size} is larger than a half of the "
                       f"training split ({len(alpha_half.labels)} images): lower it.")
@@ -61,6 +67,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   weight_opt, inner_opt, alpha_opt = search.make_optimizers(
       lr=config.learning_rate, lr_min=config.learning_rate_min, epochs=config.epochs,
       steps_per_epoch=steps_per_epoch, momentum=config.momentum,
+      nesterov=config.get("nesterov", False),
       weight_decay=config.weight_decay, grad_clip=config.grad_clip,
       alpha_lr=config.alpha_learning_rate, alpha_weight_decay=config.alpha_weight_decay)
   state = search.init_search_state(weights, batch_stats, alphas, weight_opt, alpha_opt)
@@ -95,14 +102,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step_key = jax.random.PRNGKey(config.seed + 2)
 
   with RunCheckpoints(workdir, config) as ckpt:
-    os.makedirs(os.path.join(workdir, "genotypes"), exist_ok=True)
+    write_files = parallel.is_primary()  # on several hosts, the first writes
+    if write_files:
+      os.makedirs(os.path.join(workdir, "genotypes"), exist_ok=True)
     # Resuming: the data order and step keys are functions of (seed, epoch, step), so the
     # checkpointed state and position are all a restarted run needs to continue exactly.
     state, meta = ckpt.restore(state) or (state, {"epoch": 0, "index": 0})
     start_epoch, start_index = meta["epoch"], meta["index"]
     step0 = start_epoch * steps_per_epoch + start_index
     history = {k: [np.asarray(a, np.float32) for a in v]
-               for k, v in meta.get("history", {"normal": [], "reduce": []}).items()}
+               for k, v in meta.get("history", {k: [] for k in alphas}).items()}
     if step0:
       print(f"resuming from the checkpoint at step {step0} (epoch {start_epoch + 1}, step "
             f"{start_index} of {steps_per_epoch})", flush=True)
@@ -131,18 +140,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       progress.check()
       val_loss, val_accuracy = evaluate(eval_step, state, alpha_half, config.batch_size,
                                         config.get("eval_examples"), shard)
-      genotype = derive_genotype(state.alphas["normal"], state.alphas["reduce"])
+      genotype = space.derive(state.alphas)
       for kind in history:
         history[kind].append(np.asarray(jax.nn.softmax(state.alphas[kind], axis=-1)))
       scalars = {"train_loss": progress.loss, "train_accuracy": progress.accuracy,
                  "search_val_loss": val_loss, "search_val_accuracy": val_accuracy,
-                 "learning_rate": search.cosine_per_epoch(
+                 "learning_rate": float(search.cosine_per_epoch(
                      config.learning_rate, config.learning_rate_min, config.epochs,
-                     steps_per_epoch)(epoch * steps_per_epoch),
+                     steps_per_epoch)(epoch * steps_per_epoch)),
                  "epoch_seconds": time.perf_counter() - start}
       writer.write((epoch + 1) * steps_per_epoch, {"epoch": epoch + 1, **scalars})
-      with open(os.path.join(workdir, "genotypes", f"epoch_{epoch + 1:03d}.json"), "w") as f:
-        f.write(genotype.to_json())
+      if write_files:
+        with open(os.path.join(workdir, "genotypes", f"epoch_{epoch + 1:03d}.json"), "w") as f:
+          f.write(genotype.to_json())
       ckpt.save((epoch + 1) * steps_per_epoch, state,
                 {"epoch": epoch + 1, "index": 0, "history": history_meta()})
       print(f"epoch {epoch + 1}/{config.epochs}: train loss {scalars['train_loss']:.4f} "
@@ -152,24 +162,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       ckpt.stop((epoch + 1) * steps_per_epoch)
     writer.close()
 
-  genotype = derive_genotype(state.alphas["normal"], state.alphas["reduce"])
-  with open(os.path.join(workdir, "genotype.json"), "w") as f:
-    f.write(genotype.to_json())
-  np.savez(os.path.join(workdir, "alphas.npz"),
-           normal=np.asarray(state.alphas["normal"]), reduce=np.asarray(state.alphas["reduce"]),
-           softmax_normal_per_epoch=np.stack(history["normal"]),
-           softmax_reduce_per_epoch=np.stack(history["reduce"]))
-  plots.plot_cell(genotype.normal, genotype.normal_concat,
-                  os.path.join(workdir, "normal.png"), "normal cell")
-  plots.plot_cell(genotype.reduce, genotype.reduce_concat,
-                  os.path.join(workdir, "reduction.png"), "reduction cell")
-  plots.plot_alpha_history(history, os.path.join(workdir, "alphas.png"))
-  print("softmax(alpha), normal cell (rows: edges; columns: "
-        f"{', '.join(PRIMITIVES)}):")
-  for row in history["normal"][-1]:
+  genotype = space.derive(state.alphas)
+  pictures = []
+  if parallel.is_primary():
+    with open(os.path.join(workdir, "genotype.json"), "w") as f:
+      f.write(genotype.to_json())
+    np.savez(os.path.join(workdir, "alphas.npz"),
+             **{kind: np.asarray(a) for kind, a in state.alphas.items()},
+             **{f"softmax_{kind}_per_epoch": np.stack(h) for kind, h in history.items()})
+    pictures = space.draw(genotype, workdir) + ["alphas.png"]
+    plots.plot_alpha_history(history, os.path.join(workdir, "alphas.png"), space.ops,
+                             space.edges)
+  kind = next(iter(history))  # DARTS: the normal cell
+  print(f"softmax(alpha), {kind} cell (rows: edges; columns: {', '.join(space.ops)}):")
+  for row in history[kind][-1]:
     print("  " + " ".join(f"{p:.3f}" for p in row))
-  print(f"derived genotype: {genotype}\nwrote {workdir}/genotype.json, normal.png, "
-        "reduction.png, alphas.png", flush=True)
+  print(f"derived genotype: {genotype}\nwrote {workdir}/genotype.json, "
+        f"{', '.join(pictures)}", flush=True)
   return {"genotype": json.loads(genotype.to_json()), **scalars}
 
 

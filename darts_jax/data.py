@@ -24,6 +24,9 @@ from darts_jax.errors import UserError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+# CIFAR-100's training images, per channel (the figures NAS-Bench-201 normalises with).
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 _RECORD_BYTES = 1 + 32 * 32 * 3  # label, then the red, green and blue planes
 _DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)  # where tfds fetches CIFAR-10
 
@@ -65,10 +68,16 @@ def load(config) -> Dataset:
     if config.get("dir"):
       return load_cifar10_binary(config.dir)
     return load_cifar10_tfds(config.get("tfds_data_dir") or None)
+  if config.name == "cifar100":
+    if config.get("dir"):
+      raise DataError(f"--config.data.dir={config.dir!r}: CIFAR-100 is read through "
+                      "tensorflow-datasets or from an .npz; leave data.dir empty or pass an "
+                      ".npz.")
+    return load_cifar10_tfds(config.get("tfds_data_dir") or None, name="cifar100")
   if config.name == "digits":
     return load_digits()
-  raise DataError(f"Unknown dataset {config.name!r}: set --config.data.name to cifar10 or "
-                  "digits.")
+  raise DataError(f"Unknown dataset {config.name!r}: set --config.data.name to cifar10, "
+                  "cifar100 or digits.")
 
 
 def load_cifar10_binary(path: str) -> Dataset:
@@ -209,8 +218,9 @@ def _concat(splits) -> Split:
                np.concatenate([s.labels for s in splits]))
 
 
-def load_cifar10_tfds(data_dir: str | None = None) -> Dataset:
-  """CIFAR-10 through `tfds.data_source`; downloads it once when it is not prepared.
+def load_cifar10_tfds(data_dir: str | None = None, name: str = "cifar10") -> Dataset:
+  """CIFAR-10 (or `name="cifar100"`, its 100 fine labels) through `tfds.data_source`;
+  downloads it once when it is not prepared.
 
   Offline and unprepared, `tfds` would retry its download for minutes; this checks the
   download host first and fails at once with a message saying how to provide the data.
@@ -222,23 +232,26 @@ def load_cifar10_tfds(data_dir: str | None = None) -> Dataset:
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)
   try:
-    builder = tfds.builder("cifar10", data_dir=data_dir)
+    builder = tfds.builder(name, data_dir=data_dir)
     prepared = builder.is_prepared()
   finally:
     logging.set_verbosity(verbosity)
+  title = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[name]
+  local = ("--config.data.dir=<folder with the CIFAR-10 binary files, cifar-10-batches-bin>"
+           if name == "cifar10" else "--config.data.dir=<an .npz of the images and labels>")
   if not prepared:
     if not _reachable(*_DOWNLOAD_HOST):
       raise DataError(
-          f"CIFAR-10 is not prepared in {builder.data_dir!r} and {_DOWNLOAD_HOST[0]} is "
-          "unreachable (offline?): run once with network access, or pass "
-          "--config.data.dir=<folder with the CIFAR-10 binary files, cifar-10-batches-bin>.")
+          f"{title} is not prepared in {builder.data_dir!r} and {_DOWNLOAD_HOST[0]} is "
+          f"unreachable (offline?): run once with network access, or pass {local}.")
     try:
       builder.download_and_prepare(file_format="array_record")
     except ImportError as e:  # writing the records may need TensorFlow; reading does not
-      raise DataError(f"Preparing CIFAR-10 with tensorflow-datasets failed ({e}): install "
-                      "tensorflow-cpu once, or pass --config.data.dir=<folder with the "
-                      "CIFAR-10 binary files>.") from None
+      raise DataError(f"Preparing {title} with tensorflow-datasets failed ({e}): install "
+                      f"tensorflow-cpu once, or pass {local}.") from None
   sources = builder.as_data_source(split=["train", "test"])
+  if name == "cifar100":
+    return Dataset(*[_from_source(s) for s in sources], 100, CIFAR100_MEAN, CIFAR100_STD)
   return Dataset(*[_from_source(s) for s in sources], 10, CIFAR10_MEAN, CIFAR10_STD)
 
 

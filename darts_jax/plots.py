@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from darts_jax.genotypes import PRIMITIVES, STEPS
 
-from darts_jax.genotypes import PRIMITIVES, STEPS  # noqa: E402
+_OP_COLOURS = dict(zip(PRIMITIVES, matplotlib.colormaps["tab10"].colors))
 
-_OP_COLOURS = dict(zip(PRIMITIVES, plt.get_cmap("tab10").colors))
+
+def _colours(ops) -> dict:
+  """DARTS' op colours; another space's ops get tab10's colours in their own order."""
+  if set(ops) <= set(_OP_COLOURS):
+    return {op: _OP_COLOURS[op] for op in ops}
+  return {op: matplotlib.colormaps["tab10"].colors[k % 10] for k, op in enumerate(ops)}
+
+
+def _figure(**kwargs) -> Figure:
+  # A Figure with its own Agg canvas, not pyplot: files only, and the backend of a notebook
+  # or script that imports darts_jax stays as it was.
+  fig = Figure(**kwargs)
+  FigureCanvasAgg(fig)
+  return fig
 
 
 def plot_cell(edges, concat, filename, title=""):
@@ -28,7 +43,8 @@ def plot_cell(edges, concat, filename, title=""):
   names = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"}
   names.update({2 + i: str(i) for i in range(steps)})
 
-  fig, ax = plt.subplots(figsize=(2.2 * (steps + 2), 4.5))
+  fig = _figure(figsize=(2.2 * (steps + 2), 4.5))
+  ax = fig.subplots()
   # Fix the layout first: arrows curve in display space, and labels follow them there.
   ax.set_xlim(-0.6, steps + 1.6)
   ax.set_ylim(-2.0, 2.0)
@@ -44,7 +60,6 @@ def plot_cell(edges, concat, filename, title=""):
     ax.text(x, y, f"${names[key]}$" if key in (0, 1, "out") else names[key], ha="center",
             va="center", fontsize=12, bbox=dict(boxstyle="round", fc=colour), zorder=3)
   fig.savefig(filename, dpi=100)
-  plt.close(fig)
 
 
 _RAD = 0.25  # curvature of the edges
@@ -66,29 +81,60 @@ def _arrow(ax, start, end, label, colour):
             bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
 
 
-def plot_alpha_history(history, filename):
+def plot_nb201_cell(genotype, filename):
+  """Draws a NAS-Bench-201 cell: nodes 0 (input) to 3 (output), an arrow per edge whose op
+  is not `none`, labelled with the op."""
+  from darts_jax.nas_bench_201 import EDGES, NODES, OPS
+
+  pos = {i: (1.6 * i, 0.0 if i in (0, NODES - 1) else (0.9 if i % 2 else -0.9))
+         for i in range(NODES)}
+  fig = _figure(figsize=(2.2 * NODES, 4.0))
+  ax = fig.subplots()
+  ax.set_xlim(-0.6, 1.6 * (NODES - 1) + 0.6)
+  ax.set_ylim(-2.0, 2.0)
+  ax.axis("off")
+  ax.set_title(str(genotype), fontsize=8)
+  fig.tight_layout()
+  colours = _colours(OPS)
+  for (to, source), op in zip(EDGES, genotype.ops):
+    if op != "none":
+      _arrow(ax, pos[source], pos[to], op.replace("_", " "), colours.get(op, "black"))
+  for node, (x, y) in pos.items():
+    name = "input" if node == 0 else "output" if node == NODES - 1 else str(node)
+    ax.text(x, y, name, ha="center", va="center", fontsize=12, zorder=3,
+            bbox=dict(boxstyle="round", fc="lightblue" if node in (0, NODES - 1)
+                      else "lightgrey"))
+  fig.savefig(filename, dpi=100)
+
+
+def plot_alpha_history(history, filename, ops=PRIMITIVES, edges=None):
   """One panel per edge and cell type: softmax(alpha) of each op against the epoch.
 
   Args:
-    history: {"normal": (epochs, 14, 8), "reduce": (epochs, 14, 8)} softmax weights.
+    history: {kind: (epochs, edges, ops)} softmax weights, e.g. DARTS' "normal" and
+      "reduce", each (epochs, 14, 8).
+    ops: the names of the alpha columns.
+    edges: the names of the alpha rows (default: DARTS' "i<-j").
   """
   kinds = list(history)
-  edges = np.asarray(history[kinds[0]]).shape[1]
-  fig, axes = plt.subplots(len(kinds), edges, figsize=(1.6 * edges, 2.2 * len(kinds)),
-                           sharex=True, sharey=True, squeeze=False)
-  labels = [f"{i}<-{j}" for i in range(STEPS) for j in range(2 + i)]
+  num_edges = np.asarray(history[kinds[0]]).shape[1]
+  fig = _figure(figsize=(1.6 * num_edges, 2.2 * len(kinds) + 0.6))
+  axes = fig.subplots(len(kinds), num_edges, sharex=True, sharey=True, squeeze=False)
+  labels = edges or [f"{i}<-{j}" for i in range(STEPS) for j in range(2 + i)]
+  colours = _colours(ops)
   for row, kind in enumerate(kinds):
     weights = np.asarray(history[kind])
-    epochs = np.arange(len(weights))
-    for e in range(edges):
+    epochs = np.arange(1, len(weights) + 1)  # the softmax after each epoch
+    for e in range(num_edges):
       ax = axes[row, e]
-      for k, op in enumerate(PRIMITIVES):
-        ax.plot(epochs, weights[:, e, k], color=_OP_COLOURS[op], lw=1.2, label=op)
+      for k, op in enumerate(ops):
+        ax.plot(epochs, weights[:, e, k], color=colours[op], lw=1.2, label=op)
       ax.set_title(f"{kind} {labels[e] if e < len(labels) else e}", fontsize=7)
       ax.tick_params(labelsize=6)
+      ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   axes[0, 0].set_ylabel("softmax(alpha)", fontsize=7)
+  axes[-1, 0].set_xlabel("epoch", fontsize=7)
   handles, names = axes[0, 0].get_legend_handles_labels()
-  fig.legend(handles, names, loc="lower center", ncol=len(PRIMITIVES), fontsize=8)
+  fig.legend(handles, names, loc="lower center", ncol=len(ops), fontsize=8)
   fig.tight_layout(rect=(0, 0.08, 1, 1))
   fig.savefig(filename, dpi=80)
-  plt.close(fig)

@@ -39,7 +39,8 @@ def cosine_per_epoch(lr_max, lr_min, epochs, steps_per_epoch):
 
 
 def make_optimizers(*, lr=0.025, lr_min=0.001, epochs=50, steps_per_epoch=391, momentum=0.9,
-                    weight_decay=3e-4, grad_clip=5.0, alpha_lr=3e-4, alpha_weight_decay=1e-3):
+                    weight_decay=3e-4, grad_clip=5.0, alpha_lr=3e-4, alpha_weight_decay=1e-3,
+                    nesterov=False):
   """Returns (weight_opt, inner_opt, alpha_opt) with DARTS' defaults.
 
   `weight_opt = chain(clip, inner_opt)`, so `weight_opt_state[1]` is `inner_opt`'s state:
@@ -47,7 +48,7 @@ def make_optimizers(*, lr=0.025, lr_min=0.001, epochs=50, steps_per_epoch=391, m
   """
   schedule = cosine_per_epoch(lr, lr_min, epochs, steps_per_epoch)
   inner_opt = optax.chain(optax.add_decayed_weights(weight_decay),
-                          optax.sgd(schedule, momentum=momentum))
+                          optax.sgd(schedule, momentum=momentum, nesterov=nesterov))
   weight_opt = optax.chain(optax.clip_by_global_norm(grad_clip), inner_opt)
   alpha_opt = optax.chain(optax.add_decayed_weights(alpha_weight_decay),
                           optax.adam(alpha_lr, b1=0.5, b2=0.999))

@@ -1,0 +1,221 @@
+"""The NAS-Bench-201 search space (Dong & Yang, ICLR 2020) for DARTS: cell, network, genotype.
+
+A cell is a DAG of 4 nodes: node 0 is the cell's input, node i (1..3) the sum of one op on
+every earlier node, the output node 3. Its 6 edges choose among 5 ops (`OPS`); one alpha of
+shape (6, 5) serves all 15 cells. The network (../shared/REFERENCE.md): a 3x3 conv stem (C
+channels) and BN, 3 stages of 5 cells at C, 2C, 4C channels joined by stride-2 residual blocks,
+then BN, ReLU, global average pool and a linear classifier.
+
+    model = SearchNetwork201(channels=16, cells_per_stage=5, num_classes=10)
+    logits, new = model.apply({"params": w, "batch_stats": bn}, images, {"cell": alphas},
+                              train=True, mutable=["batch_stats"])
+
+Where REFERENCE.md is silent this follows the NAS-Bench-201 release's DARTS search network:
+the cells' BN has no affine parameters (the residual blocks', stem's and last BN have), BN
+running statistics are kept, convolutions have no bias, `avg_pool_3x3` does not count the
+padding, and `none` is a zero that still takes its share of the softmax.
+
+Layout for XLA: a cell stacks the weights of its 6 same-shaped edges and runs them in one
+`lax.scan` (one mixed op in the compiled program per cell), and each stage's 5 cells are one
+`nn.scan`: the compiled network holds 3 mixed ops, not 90.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from darts_jax import ops
+from darts_jax.genotypes import GenotypeError
+from darts_jax.network import ReLUConvBN
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NODES = 4
+# (to, from) in the order of the alpha rows and of the string form: 1<-0, 2<-0, 2<-1, 3<-0, ...
+EDGES = tuple((i, j) for i in range(1, NODES) for j in range(i))
+
+
+class Genotype201(NamedTuple):
+  """One op per edge, in `EDGES` order; `str()` is the benchmark's own string form."""
+
+  ops: tuple[str, ...]
+
+  def to_string(self) -> str:
+    """`|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`: node by node, `op~j` for the edge from j."""
+    nodes, k = [], 0
+    for i in range(1, NODES):
+      nodes.append("|" + "|".join(f"{self.ops[k + j]}~{j}" for j in range(i)) + "|")
+      k += i
+    return "+".join(nodes)
+
+  __str__ = to_string
+
+  @classmethod
+  def from_string(cls, text: str) -> "Genotype201":
+    """Parses the string form; raises `GenotypeError` naming what is wrong."""
+    nodes = text.strip().split("+")
+    if len(nodes) != NODES - 1:
+      raise GenotypeError(f"NAS-Bench-201 genotype {text!r} has {len(nodes)} nodes; expected "
+                          f"{NODES - 1} separated by '+', like {_EXAMPLE}.")
+    found = []
+    for i, node in enumerate(nodes, start=1):
+      edges = [e for e in node.strip("|").split("|")]
+      want = [str(j) for j in range(i)]
+      pairs = [e.rsplit("~", 1) for e in edges]
+      if any(len(p) != 2 for p in pairs) or [p[1] for p in pairs] != want:
+        raise GenotypeError(f"Node {i} of NAS-Bench-201 genotype {text!r} must list the edges "
+                            f"from nodes {', '.join(want)} in order as op~j, like {_EXAMPLE}.")
+      for op, _ in pairs:
+        if op not in OPS:
+          raise GenotypeError(f"Unknown op {op!r} in NAS-Bench-201 genotype {text!r}; known "
+                              f"ops: {', '.join(OPS)}.")
+        found.append(op)
+    return cls(tuple(found))
+
+  def to_json(self) -> str:
+    return json.dumps({"nas_bench_201": self.to_string()})
+
+  @classmethod
+  def from_json(cls, text: str) -> "Genotype201":
+    return cls.from_string(json.loads(text)["nas_bench_201"])
+
+
+_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|" \
+           "nor_conv_3x3~1|skip_connect~2|"
+
+
+def derive_genotype(alphas) -> Genotype201:
+  """NAS-Bench-201's derivation: the argmax op of every edge, `none` included (so a cell may
+  lose edges, unlike DARTS' top-2 rule)."""
+  cell = np.asarray(alphas["cell"] if isinstance(alphas, dict) else alphas)
+  return Genotype201(tuple(OPS[k] for k in np.argmax(cell, axis=-1)))
+
+
+def init_alphas(key, scale: float = 1e-3):
+  """1e-3 * N(0, 1), as DARTS: one (6, 5) matrix shared by every cell."""
+  return {"cell": scale * jax.random.normal(key, (len(EDGES), len(OPS)))}
+
+
+def mixed_edge(x, weights, conv1x1, conv3x3, stats, *, train):
+  """sum_k softmax(alpha)[k] * op_k(x) over `OPS`.
+
+  Args:
+    x: (N, H, W, C) node.
+    weights: (5,) softmax(alpha) row of the edge.
+    conv1x1, conv3x3: (C, C) and (3, 3, C, C) kernels of nor_conv_1x1 and nor_conv_3x3.
+    stats: the two convs' BN running statistics, `mean`/`var` (2, C).
+  Returns:
+    (N, H, W, C) and the new statistics.
+  """
+  relu_x = jax.nn.relu(x)
+  # The two conv outputs share one BN call, with statistics per op: features (2, C).
+  convs = jnp.stack([ops.pointwise(relu_x, conv1x1), ops.conv2d(relu_x, conv3x3)], axis=-2)
+  convs, (mean, var) = ops.batch_norm(convs, stats["mean"], stats["var"], train=train,
+                                      feature_ndim=2)
+  outputs = jnp.stack([x, convs[..., 0, :], convs[..., 1, :], ops.avg_pool_3x3(x, 1)], -2)
+  return jnp.einsum("nhwkc,k->nhwc", outputs, weights[1:].astype(x.dtype)), {"mean": mean,
+                                                                            "var": var}
+
+
+class SearchCell201(nn.Module):
+  """The 4-node cell, its 6 edges' weights stacked (6, ...) in `EDGES` order."""
+
+  train: bool
+
+  @nn.compact
+  def __call__(self, x, weights):
+    c, e = x.shape[-1], len(EDGES)
+    conv1x1 = self.param("conv1x1", ops.torch_uniform(c), (e, c, c))
+    conv3x3 = self.param("conv3x3", ops.torch_uniform(9 * c), (e, 3, 3, c, c))
+    mean = self.variable("batch_stats", "mean", jnp.zeros, (e, 2, c), jnp.float32)
+    var = self.variable("batch_stats", "var", jnp.ones, (e, 2, c), jnp.float32)
+    nodes = jnp.zeros((NODES, *x.shape), x.dtype).at[0].set(x)
+
+    def body(nodes, edge):
+      (to, source), w, k1, k3, stats = edge
+      y, new = mixed_edge(lax.dynamic_index_in_dim(nodes, source, keepdims=False), w,
+                          k1.astype(x.dtype), k3.astype(x.dtype), stats, train=self.train)
+      total = lax.dynamic_index_in_dim(nodes, to, keepdims=False) + y
+      return lax.dynamic_update_index_in_dim(nodes, total, to, 0), new
+
+    # The edges run in order: every edge into node j comes before any edge out of it.
+    edges = (tuple(jnp.asarray(v) for v in zip(*EDGES)), weights, conv1x1, conv3x3,
+             {"mean": mean.value, "var": var.value})
+    nodes, new = lax.scan(body, nodes, edges)
+    if self.train and self.is_mutable_collection("batch_stats") and not self.is_initializing():
+      mean.value, var.value = new["mean"], new["var"]
+    return nodes[-1]
+
+
+class _ScannedCell(nn.Module):
+  train: bool
+
+  @nn.compact
+  def __call__(self, x, weights):
+    return SearchCell201(self.train, name="cell")(x, weights), None
+
+
+class ResidualReduction(nn.Module):
+  """The stride-2 block between stages: ReLUConvBN 3x3 stride 2, ReLUConvBN 3x3, plus the
+  input through a 2x2 average pool and a 1x1 conv."""
+
+  features: int
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    y = ReLUConvBN(self.features, 3, 2, name="conv_a")(x, train)
+    y = ReLUConvBN(self.features, 3, 1, name="conv_b")(y, train)
+    shortcut = lax.reduce_window(x, 0.0, lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4
+    kernel = self.param("shortcut", ops.torch_uniform(x.shape[-1]),
+                        (x.shape[-1], self.features))
+    return y + ops.pointwise(shortcut, kernel)
+
+
+class SearchNetwork201(nn.Module):
+  """NAS-Bench-201's network with a mixed op on every edge (the supernet DARTS searches).
+
+  Attributes:
+    channels: C, the first stage's width (16 in the benchmark).
+    cells_per_stage: N (5 in the benchmark).
+    dtype: the compute dtype ("float32" | "bfloat16"), None for the images' dtype.
+  """
+
+  channels: int = 16
+  cells_per_stage: int = 5
+  num_classes: int = 10
+  dtype: str | None = None
+
+  @nn.compact
+  def __call__(self, images, alphas, train: bool = True):
+    x = images if self.dtype is None else images.astype(ops.compute_dtype(self.dtype))
+    weights = jax.nn.softmax(alphas["cell"], axis=-1)
+    kernel = self.param("stem", ops.torch_uniform(9 * x.shape[-1]),
+                        (3, 3, x.shape[-1], self.channels))
+    x = ops.BatchNorm(affine=True, name="stem_bn")(ops.conv2d(x, kernel), train)
+    for stage in range(3):
+      if stage:
+        x = ResidualReduction(self.channels * 2 ** stage, name=f"reduction_{stage}")(x, train)
+      cells = nn.scan(_ScannedCell, variable_axes={"params": 0, "batch_stats": 0},
+                      split_rngs={"params": True}, in_axes=nn.broadcast,
+                      length=self.cells_per_stage)
+      x, _ = cells(train, name=f"stage_{stage}")(x, weights)
+    x = jax.nn.relu(ops.BatchNorm(affine=True, name="last_bn")(x, train))
+    pooled = ops.at_least_float32(jnp.mean(x, axis=(1, 2)))
+    c = pooled.shape[-1]
+    kernel = self.param("classifier_kernel", ops.torch_uniform(c), (c, self.num_classes))
+    bias = self.param("classifier_bias", ops.torch_uniform(c), (self.num_classes,))
+    return pooled @ kernel + bias
+
+
+def init_supernet(model: SearchNetwork201, seed: int, image_shape=(32, 32, 3)):
+  """Returns (weights, batch_stats) of `model` from `seed` (PyTorch's default init)."""
+  images = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = jax.jit(lambda: model.init(jax.random.PRNGKey(seed), images,
+                                         init_alphas(jax.random.PRNGKey(0)), train=True))()
+  return variables["params"], variables["batch_stats"]

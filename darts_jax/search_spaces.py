@@ -1,0 +1,78 @@
+"""The search spaces the CNN search trainer runs (`config.search_space`), as data.
+
+A `SearchSpace` says how to build its supernet from a config, initialise its weights and
+alphas, derive a genotype from the alphas and draw it. The trainer (`darts_jax.cnn_search`)
+and the bilevel step (`darts_jax.search`, `darts_jax.hypergradient`) are the same for all:
+the supernet takes its alphas as an input, `{name: (edges, ops)}`.
+
+- "darts": DARTS' space (8 ops, 14 edges; normal and reduction cells, alphas "normal" and
+  "reduce"), `darts_jax.supernet`.
+- "nas_bench_201": NAS-Bench-201's (5 ops, 6 edges, one alpha "cell" for all 15 cells),
+  `darts_jax.nas_bench_201`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, NamedTuple
+
+from darts_jax import nas_bench_201, plots, supernet
+from darts_jax.errors import ConfigError
+from darts_jax.genotypes import PRIMITIVES, STEPS, derive_genotype
+
+
+class SearchSpace(NamedTuple):
+  build: Callable[[Any, int], Any]  # (config, num_classes) -> Flax supernet
+  init: Callable[[Any, int, tuple], tuple]  # (model, seed, image shape) -> (weights, BN stats)
+  init_alphas: Callable[[Any], dict]  # key -> {name: (edges, ops)}
+  derive: Callable[[dict], Any]  # alphas -> genotype (with to_json() and a readable str())
+  draw: Callable[[Any, str], list]  # (genotype, workdir) -> the pictures written
+  ops: tuple  # the alpha columns
+  edges: tuple  # the alpha rows, "i<-j"
+
+
+def _build_darts(config, num_classes):
+  return supernet.SearchNetwork(channels=config.model.channels, layers=config.model.layers,
+                                num_classes=num_classes, remat=config.model.remat,
+                                dtype=config.model.get("dtype"))
+
+
+def _draw_darts(genotype, workdir):
+  plots.plot_cell(genotype.normal, genotype.normal_concat,
+                  os.path.join(workdir, "normal.png"), "normal cell")
+  plots.plot_cell(genotype.reduce, genotype.reduce_concat,
+                  os.path.join(workdir, "reduction.png"), "reduction cell")
+  return ["normal.png", "reduction.png"]
+
+
+def _build_nb201(config, num_classes):
+  return nas_bench_201.SearchNetwork201(channels=config.model.channels,
+                                        cells_per_stage=config.model.cells_per_stage,
+                                        num_classes=num_classes,
+                                        dtype=config.model.get("dtype"))
+
+
+def _draw_nb201(genotype, workdir):
+  plots.plot_nb201_cell(genotype, os.path.join(workdir, "cell.png"))
+  return ["cell.png"]
+
+
+SPACES = {
+    "darts": SearchSpace(
+        build=_build_darts, init=supernet.init_supernet, init_alphas=supernet.init_alphas,
+        derive=lambda alphas: derive_genotype(alphas["normal"], alphas["reduce"]),
+        draw=_draw_darts, ops=PRIMITIVES,
+        edges=tuple(f"{i}<-{j}" for i in range(STEPS) for j in range(2 + i))),
+    "nas_bench_201": SearchSpace(
+        build=_build_nb201, init=nas_bench_201.init_supernet,
+        init_alphas=nas_bench_201.init_alphas, derive=nas_bench_201.derive_genotype,
+        draw=_draw_nb201, ops=nas_bench_201.OPS,
+        edges=tuple(f"{i}<-{j}" for i, j in nas_bench_201.EDGES)),
+}
+
+
+def get(name: str) -> SearchSpace:
+  """The search space `name`; a one-line ConfigError for an unknown one."""
+  if name not in SPACES:
+    raise ConfigError(f"--config.search_space={name!r} is not one of {', '.join(SPACES)}.")
+  return SPACES[name]
