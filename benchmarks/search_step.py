@@ -2,6 +2,8 @@
 
     python benchmarks/search_step.py                       # all methods, batch 64 and 16
     python benchmarks/search_step.py --methods exact --batches 16 --steps 3
+    python benchmarks/search_step.py --space nas_bench_201 --methods first_order,exact \
+        --batches 64                                       # NAS-Bench-201's supernet
 
 One step = the alpha step (first order, exact second order or DARTS' finite difference) and
 the weight step, at the paper's size (C=16, 8 cells, 32x32, CIFAR-10 classes). Each
@@ -36,11 +38,15 @@ def run_one(args):
     jax.config.update("jax_compilation_cache_dir", args.cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  from darts_jax import search, supernet
+  from darts_jax import nas_bench_201, search, search_spaces, supernet
 
-  model = supernet.SearchNetwork(channels=args.channels, layers=args.layers, remat=args.remat)
-  weights, batch_stats = supernet.init_supernet(model, seed=0)
-  alphas = supernet.init_alphas(jax.random.PRNGKey(1))
+  if args.space == "darts":
+    model = supernet.SearchNetwork(channels=args.channels, layers=args.layers, remat=args.remat)
+  else:  # the benchmark's network: 3 stages of 5 cells
+    model = nas_bench_201.SearchNetwork201(channels=args.channels, cells_per_stage=5)
+  space = search_spaces.get(args.space)
+  weights, batch_stats = space.init(model, 0, (32, 32, 3))
+  alphas = space.init_alphas(jax.random.PRNGKey(1))
   weight_opt, inner_opt, alpha_opt = search.make_optimizers()
   state = search.init_search_state(weights, batch_stats, alphas, weight_opt, alpha_opt)
   step = jax.jit(search.make_search_step(model, weight_opt, inner_opt, alpha_opt, args.method),
@@ -115,6 +121,7 @@ def fd_error():
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--space", default="darts", help="darts | nas_bench_201")
   parser.add_argument("--methods", default="first_order,exact,finite_difference")
   parser.add_argument("--batches", default="64,16")
   parser.add_argument("--steps", type=int, default=3)
@@ -122,8 +129,7 @@ def main():
   parser.add_argument("--layers", type=int, default=8)
   parser.add_argument("--remat", default="edge", help="SearchNetwork.remat policy")
   parser.add_argument("--fd-error", action="store_true")
-  parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
-                                                    "search_step.json"))
+  parser.add_argument("--out", help="default: benchmarks/results/search_step[_<space>].json")
   # Internal: one measurement in this process.
   parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--method", help=argparse.SUPPRESS)
@@ -132,6 +138,9 @@ def main():
   args = parser.parse_args()
   if args.one:
     return run_one(args)
+  suffix = "" if args.space == "darts" else f"_{args.space}"
+  args.out = args.out or os.path.join(ROOT, "benchmarks", "results",
+                                      f"search_step{suffix}.json")
 
   rows = []
   for batch in [int(b) for b in args.batches.split(",")]:
@@ -141,6 +150,7 @@ def main():
         for phase, steps in (("cold", args.steps), ("warm", 0)):
           cmd = [sys.executable, __file__, "--one", "--method", method, "--batch", str(batch),
                  "--steps", str(steps), "--cache-dir", cache, "--channels", str(args.channels),
+                 "--space", args.space,
                  "--layers", str(args.layers), "--remat", args.remat]
           out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
           lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
@@ -162,7 +172,8 @@ def main():
         rows.append(row)
 
   import jax
-  record = {"benchmark": "search_step", "channels": args.channels, "layers": args.layers,
+  record = {"benchmark": "search_step", "space": args.space, "channels": args.channels,
+            "layers": args.layers if args.space == "darts" else 15,
             "remat": args.remat,
             "jax": jax.__version__, "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "processor": platform.processor(), "rows": rows}
@@ -185,7 +196,7 @@ def main():
     # finite-difference steps about 4 (see benchmarks/README.md).
     passes = 2 if r["method"] == "first_order" else 4
     gflops = (3 * passes * PAPER_FLOPS_PER_IMAGE * r["batch"] / r["step_s"] / 1e9
-              if r["step_s"] else float("nan"))
+              if r["step_s"] and args.space == "darts" else float("nan"))
     print(f"| {r['method']} | {r['batch']} | {r['lower_s']:.1f} | {r['compile_s']:.1f} | "
           f"{r['warm_lower_s'] + r['warm_compile_s']:.1f} | {r['step_s']:.2f} | "
           f"{r.get('images_per_s', float('nan')):.1f} | {r['peak_rss_gb']:.2f} | {gflops:.1f} |")

@@ -174,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     plots.plot_alpha_history(history, os.path.join(workdir, "alphas.png"), space.ops,
                              space.edges)
   kind = next(iter(history))  # DARTS: the normal cell
-  print(f"softmax(alpha), {kind} cell (rows: edges; columns: {', '.join(space.ops)}):")
+  print(f"softmax(alphas[{kind!r}]) (rows: edges; columns: {', '.join(space.ops)}):")
   for row in history[kind][-1]:
     print("  " + " ".join(f"{p:.3f}" for p in row))
   print(f"derived genotype: {genotype}\nwrote {workdir}/genotype.json, "
