@@ -65,16 +65,16 @@ def plot_cell(edges, concat, filename, title=""):
 _RAD = 0.25  # curvature of the edges
 
 
-def _arrow(ax, start, end, label, colour):
+def _arrow(ax, start, end, label, colour, rad=_RAD):
   ax.annotate("", xy=end, xytext=start, zorder=1,
               arrowprops=dict(arrowstyle="->", color=colour, lw=1.5, shrinkA=14, shrinkB=14,
-                              connectionstyle=f"arc3,rad={_RAD}"))
+                              connectionstyle=f"arc3,rad={rad}"))
   if label:
     # A point 40% along matplotlib's arc3 curve (a quadratic Bezier built in display space).
     to_display = ax.transData.transform
     p0, p2 = to_display(start), to_display(end)
     (dx, dy), t = p2 - p0, 0.4
-    control = (p0 + p2) / 2 + _RAD * np.array([dy, -dx])
+    control = (p0 + p2) / 2 + rad * np.array([dy, -dx])
     point = (1 - t) ** 2 * p0 + 2 * t * (1 - t) * control + t ** 2 * p2
     x, y = ax.transData.inverted().transform(point)
     ax.text(x, y, label, fontsize=8, color=colour, ha="center", va="center", zorder=2,
@@ -98,7 +98,9 @@ def plot_nb201_cell(genotype, filename):
   colours = _colours(OPS)
   for (to, source), op in zip(EDGES, genotype.ops):
     if op != "none":
-      _arrow(ax, pos[source], pos[to], op.replace("_", " "), colours.get(op, "black"))
+      # Input to output runs straight, between the nodes above and below it.
+      rad = 0.0 if (source, to) == (0, NODES - 1) else _RAD
+      _arrow(ax, pos[source], pos[to], op.replace("_", " "), colours.get(op, "black"), rad)
   for node, (x, y) in pos.items():
     name = "input" if node == 0 else "output" if node == NODES - 1 else str(node)
     ax.text(x, y, name, ha="center", va="center", fontsize=12, zorder=3,

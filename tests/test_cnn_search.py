@@ -131,16 +131,3 @@ def test_missing_local_data_is_one_line_through_main(tmp_path):
   assert out.returncode != 0
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and "No CIFAR-10 binary files" in lines[0], out.stderr
-
-
-def test_quick_search_config_through_main(tmp_path):
-  """The README's first command, shortened: real digits, one epoch, first order."""
-  out = subprocess.run(
-      [sys.executable, "main.py", "--config", "configs/quick_search.py",
-       f"--workdir={tmp_path}", "--config.epochs=1", "--config.data.num_train=256",
-       "--config.hypergradient.method=first_order", "--config.model.layers=3"],
-      capture_output=True, text=True, timeout=600, cwd=ROOT)
-  assert out.returncode == 0, out.stderr
-  assert "digits: 128 images train the weights, 128 the alphas" in out.stdout
-  genotype = json.loads((tmp_path / "genotype.json").read_text())
-  assert "derived genotype: " in out.stdout and len(genotype["reduce"]) == 8
