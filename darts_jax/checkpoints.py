@@ -220,14 +220,14 @@ class RunCheckpoints:
             f"--workdir={self.workdir} holds a run with a different config ({diffs}"
             f"{'; ...' if len(changed) > 4 else ''}): resume with the same settings, start "
             "this config in a new --workdir, or pass --config.checkpoint.resume_changed=True.")
-    if jax.process_index() == 0:  # on several hosts, the first writes
+    if parallel.is_primary():  # on several hosts, the first writes
       with open(path + ".tmp", "w") as f:
         json.dump(current, f, indent=2)
       os.replace(path + ".tmp", path)
 
   def _remove_partial_writes(self):
     """A SIGKILL during a save leaves Orbax's temporary folder behind; it is incomplete."""
-    if os.path.isdir(self.directory) and jax.process_index() == 0:
+    if os.path.isdir(self.directory) and parallel.is_primary():
       for name in os.listdir(self.directory):
         if ".orbax-checkpoint-tmp" in name:
           shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
@@ -305,7 +305,7 @@ class RunCheckpoints:
     """Moves an unreadable checkpoint out of Orbax's folder, so the run can save that step
     again; nothing is deleted."""
     target = os.path.join(self.workdir, "checkpoints", "unreadable", str(step))
-    if jax.process_index() == 0:  # every host found it unreadable; the first moves it
+    if parallel.is_primary():  # every host found it unreadable; the first moves it
       if os.path.exists(target):
         shutil.rmtree(target)
       os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -326,7 +326,7 @@ class RunCheckpoints:
     self._manager.save(step, args=self._ocp.args.Composite(
         state=self._ocp.args.StandardSave(state),
         meta=self._ocp.args.JsonSave({**meta, "step": step})), force=True)
-    if jax.process_index() == 0:
+    if parallel.is_primary():
       _write_checksums(os.path.join(self.directory, str(step)))
 
   def save_best(self, step: int, tree):

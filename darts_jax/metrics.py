@@ -7,6 +7,7 @@ import math
 import os
 import time
 
+from darts_jax import parallel
 from darts_jax.errors import NonFiniteLossError
 
 
@@ -22,12 +23,6 @@ def _step_of(line: str) -> float:
     return math.inf
 
 
-def _primary() -> bool:
-  import jax
-
-  return jax.process_index() == 0
-
-
 class MetricWriter:
   """Writes `{step, **scalars}` to `<workdir>/metrics.jsonl` and to TensorBoard event files
   in `<workdir>/tensorboard` (view with `tensorboard --logdir <workdir>`). On several hosts,
@@ -37,7 +32,7 @@ class MetricWriter:
     from tensorboardX import SummaryWriter  # pure Python: no TensorFlow needed
 
     self._jsonl = self._tb = None
-    if not _primary():
+    if not parallel.is_primary():
       return
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "metrics.jsonl")
@@ -88,8 +83,8 @@ class EpochProgress:
     self.sums = list(sums) if sums else [0.0, 0.0, 0]  # loss, accuracy, count
     self._pending = []
     self._bar = tqdm(range(start, steps), desc=f"epoch {epoch + 1}/{epochs}", unit="step",
-                     dynamic_ncols=True, disable=not (show and _primary()), initial=start,
-                     total=steps)
+                     dynamic_ncols=True, disable=not (show and parallel.is_primary()),
+                     initial=start, total=steps)
 
   @classmethod
   def for_epoch(cls, config, epoch: int, steps: int, resumed: dict, perplexity: bool = False):
