@@ -9,7 +9,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from darts_jax import tasks, xla_flags
+from darts_jax.train import tasks
+from darts_jax.train import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -81,7 +82,7 @@ def main(argv):
   if config.get("xla_cpu_fast_kernels"):
     xla_flags.configure_cpu()  # before JAX starts its backend
   if _DISTRIBUTED.value:
-    from darts_jax import parallel
+    from darts_jax.train import parallel
 
     parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   tasks.run(config, workdir)

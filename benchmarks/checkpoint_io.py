@@ -29,18 +29,20 @@ def build_state(name):
 
   if name == "cifar_search":
     from configs import cifar_search
-    from darts_jax import search, supernet
+    from darts_jax import bilevel
+    from darts_jax.spaces.darts_cnn import supernet
 
     config = cifar_search.get_config()
     model = supernet.SearchNetwork(channels=16, layers=8, num_classes=10)
     weights, stats = supernet.init_supernet(model, 0, (32, 32, 3))
-    weight_opt, _, alpha_opt = search.make_optimizers()
     del config
-    return search.init_search_state(weights, stats, supernet.init_alphas(
-        jax.random.PRNGKey(0)), weight_opt, alpha_opt)
+    return bilevel.init_search_state(weights, supernet.init_alphas(jax.random.PRNGKey(0)),
+                                     bilevel.darts_optimizers(), bilevel.ModelState(stats))
   if name == "cifar_eval":
     from configs import cifar_eval
-    from darts_jax import cnn_eval, genotypes, network
+    from darts_jax.train import cnn_eval
+    from darts_jax.spaces.darts_cnn import genotypes
+    from darts_jax.spaces.darts_cnn import network
 
     config = cifar_eval.get_config()
     model = cnn_eval.build_model(config, genotypes.DARTS_V2, 10)
@@ -49,12 +51,14 @@ def build_state(name):
     return cnn_eval.TrainState(variables["params"], variables["batch_stats"],
                                optimizer.init(variables["params"]))
   from configs import ptb_eval
-  from darts_jax import genotypes, rnn, rnn_eval, rnn_search
+  from darts_jax.spaces.darts_rnn import genotypes as rnn_genotypes
+  from darts_jax.spaces.darts_rnn import model as rnn
+  from darts_jax.train import rnn_common, rnn_eval
 
   config = ptb_eval.get_config()
-  model = rnn_search.build_model(config, 10000, genotypes.RNN_DARTS_V2)
+  model = rnn_common.build_model(config, 10000, rnn_genotypes.RNN_DARTS_V2)
   params = rnn.init_rnn(model, 0)["params"]
-  optimizer = rnn_search.make_weight_optimizer(config, average=True)
+  optimizer = rnn_common.make_weight_optimizer(config, average=True)
   return rnn_eval.RNNTrainState(params, optimizer.init(params),
                                 jnp.zeros((config.batch_size, config.model.hidden_size)))
 
@@ -63,7 +67,7 @@ def measure(name):
   import jax
   import ml_collections
 
-  from darts_jax.checkpoints import RunCheckpoints
+  from darts_jax.train.checkpoints import RunCheckpoints
 
   state = build_state(name)
   jax.block_until_ready(state)

@@ -3,7 +3,7 @@
     python benchmarks/eval_step.py                        # CIFAR-10 DARTS_V2 at batch 96 and 32
     python benchmarks/eval_step.py --networks imagenet --batches 16
 
-One step = `darts_jax.cnn_eval.make_train_step`, as the trainer jits it: on-device crop, flip
+One step = `darts_jax.train.cnn_eval.make_train_step`, as the trainer jits it: on-device crop, flip
 and cutout (CIFAR), the network with its auxiliary head and drop path, SGD. Paper sizes:
 CIFAR-10 (C=36, 20 cells, 32x32), ImageNet mobile (C=48, 14 cells, 224x224). Each row runs in
 a fresh subprocess, so its peak RSS is its own. Results: benchmarks/results/eval_step.json
@@ -26,13 +26,14 @@ from benchmarks.common import measure_in_subprocess, write_results  # noqa: E402
 def run_one(args):
   """Measures one configuration in this process and prints a JSON line."""
   if args.fast_kernels:
-    from darts_jax import xla_flags
+    from darts_jax.train import xla_flags
     xla_flags.configure_cpu()
   import jax
   import numpy as np
   from configs import cifar_eval, imagenet_eval
-  from darts_jax import cnn_eval, network
-  from darts_jax.genotypes import GENOTYPES
+  from darts_jax.train import cnn_eval
+  from darts_jax.spaces.darts_cnn import network
+  from darts_jax.spaces.darts_cnn.genotypes import GENOTYPES
 
   config = (imagenet_eval if args.network == "imagenet" else cifar_eval).get_config()
   config.model.scan_cells = args.scan_cells

@@ -1,4 +1,4 @@
-"""Throughput of the ImageNet input pipeline (darts_jax.imagenet_input) on the host CPUs.
+"""Throughput of the ImageNet input pipeline (darts_jax.data.imagenet) on the host CPUs.
 
     python benchmarks/imagenet_input.py [--images 256] [--batch 128] [--workers 1 2 4]
 
@@ -27,7 +27,7 @@ import numpy as np
 import PIL
 from PIL import Image, features
 
-from darts_jax import imagenet_input as inet
+from darts_jax.data import imagenet as inet
 
 SHAPES = ((500, 375),) * 7 + ((375, 500),) * 2 + ((500, 333),)  # (width, height)
 

@@ -28,10 +28,12 @@ def run_one(kind, method, steps):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  import optax
   from configs import ptb_eval, ptb_search
-  from darts_jax import rnn, rnn_eval, rnn_search, text_data
-  from darts_jax.genotypes import RNN_DARTS_V2
+  from darts_jax import bilevel
+  from darts_jax.data import text as text_data
+  from darts_jax.spaces.darts_rnn import model as rnn
+  from darts_jax.spaces.darts_rnn.genotypes import RNN_DARTS_V2
+  from darts_jax.train import rnn_common, rnn_eval, rnn_search
 
   config = (ptb_search if kind == "search" else ptb_eval).get_config()
   rng = np.random.default_rng(0)
@@ -41,25 +43,24 @@ def run_one(kind, method, steps):
   zeros = lambda: jnp.zeros((config.batch_size, config.model.hidden_size))  # one per use
   if kind == "search":
     config.hypergradient.method = method
-    model = rnn_search.build_model(config, VOCAB)
+    model = rnn_common.build_model(config, VOCAB)
     variables = rnn.init_rnn(model, 0)
     alphas = rnn.init_rnn_alphas(jax.random.PRNGKey(1))
-    weight_opt = rnn_search.make_weight_optimizer(config)
-    alpha_opt = optax.chain(optax.add_decayed_weights(1e-3), optax.adam(3e-3))
-    state = rnn_search.RNNSearchState(
-        variables["params"], variables["batch_stats"], alphas,
-        rnn_search.with_learning_rate(weight_opt.init(variables["params"]), 20.0),
-        alpha_opt.init(alphas), zeros(), zeros())
-    step = jax.jit(rnn_search.make_search_step(model, weight_opt, alpha_opt, config),
-                   donate_argnums=0)
+    opts = rnn_search.make_optimizers(config)
+    state = bilevel.init_search_state(
+        variables["params"], alphas, opts,
+        bilevel.ModelState(variables["batch_stats"], zeros(), zeros()))
+    state = state._replace(weight_opt_state=rnn_common.with_learning_rate(
+        state.weight_opt_state, 20.0))
+    step = jax.jit(rnn_search.make_search_step(model, opts, config), donate_argnums=0)
     valid = text_data.window(streams, 50, config.bptt, config.bptt)
     args = lambda i: (window, valid, jax.random.PRNGKey(i), np.float32(config.bptt))
   else:
-    model = rnn_search.build_model(config, VOCAB, RNN_DARTS_V2)
+    model = rnn_common.build_model(config, VOCAB, RNN_DARTS_V2)
     params = rnn.init_rnn(model, 0)["params"]
-    optimizer = rnn_search.make_weight_optimizer(config, average=True)
+    optimizer = rnn_common.make_weight_optimizer(config, average=True)
     state = rnn_eval.RNNTrainState(
-        params, rnn_search.with_learning_rate(optimizer.init(params), 20.0), zeros())
+        params, rnn_common.with_learning_rate(optimizer.init(params), 20.0), zeros())
     step = jax.jit(rnn_eval.make_train_step(model, optimizer, config), donate_argnums=0)
     args = lambda i: (window, jax.random.PRNGKey(i), np.float32(config.bptt))
 

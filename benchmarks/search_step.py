@@ -31,14 +31,18 @@ PAPER_FLOPS_PER_IMAGE = 2 * 300.3e6  # one supernet forward, official count of m
 
 def run_one(args):
   """Measures one (method, batch) in this process and prints a JSON line."""
-  from darts_jax import xla_flags
+  from darts_jax.train import xla_flags
   xla_flags.configure_cpu()  # as main.py does
   import jax
   if args.cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  from darts_jax import nas_bench_201, search, search_spaces, supernet
+  from darts_jax import bilevel
+  from darts_jax import spaces as search_spaces
+  from darts_jax.spaces import nas_bench_201
+  from darts_jax.spaces.darts_cnn import supernet
+  from darts_jax.train import cnn_search
 
   if args.space == "darts":
     model = supernet.SearchNetwork(channels=args.channels, layers=args.layers, remat=args.remat)
@@ -47,9 +51,9 @@ def run_one(args):
   space = search_spaces.get(args.space)
   weights, batch_stats = space.init(model, 0, (32, 32, 3))
   alphas = space.init_alphas(jax.random.PRNGKey(1))
-  weight_opt, inner_opt, alpha_opt = search.make_optimizers()
-  state = search.init_search_state(weights, batch_stats, alphas, weight_opt, alpha_opt)
-  step = jax.jit(search.make_search_step(model, weight_opt, inner_opt, alpha_opt, args.method),
+  opts = bilevel.darts_optimizers()
+  state = bilevel.init_search_state(weights, alphas, opts, bilevel.ModelState(batch_stats))
+  step = jax.jit(cnn_search.make_search_step(model, opts, method=args.method),
                  donate_argnums=0)
   key = jax.random.PRNGKey(2)
   batch = lambda k: {"images": jax.random.normal(k, (args.batch, 32, 32, 3)),
@@ -57,7 +61,7 @@ def run_one(args):
   train, val = batch(key), batch(jax.random.fold_in(key, 1))
 
   start = time.perf_counter()
-  lowered = step.lower(state, train, val)
+  lowered = step.lower(state, train, val, key)
   lower_s = time.perf_counter() - start
   start = time.perf_counter()
   compiled = lowered.compile()
@@ -65,7 +69,7 @@ def run_one(args):
   times = []
   for i in range(args.steps + 1 if args.steps else 0):
     start = time.perf_counter()
-    state, metrics = compiled(state, train, val)
+    state, metrics = compiled(state, train, val, key)
     jax.block_until_ready(metrics)
     if i:  # the first call pays one-off allocation costs
       times.append(time.perf_counter() - start)
@@ -84,30 +88,32 @@ def fd_error():
   jax.config.update("jax_enable_x64", True)
   import jax.numpy as jnp
   import numpy as np
-  from darts_jax import hypergradient, search, supernet
+  from darts_jax import bilevel, hypergradient
+  from darts_jax.spaces.darts_cnn import supernet
+  from darts_jax.train import cnn_search
 
   model = supernet.SearchNetwork(channels=4, layers=5)
   weights, batch_stats = supernet.init_supernet(model, seed=0, image_shape=(16, 16, 3))
   to64 = lambda t: jax.tree.map(lambda x: x.astype(jnp.float64), t)
   weights, batch_stats = to64(weights), to64(batch_stats)
   alphas = to64(supernet.init_alphas(jax.random.PRNGKey(1)))
-  weight_opt, inner_opt, alpha_opt = search.make_optimizers()
-  opt_state = weight_opt.init(weights)
-  loss_fn = search.make_loss_fn(model)
+  opts = bilevel.darts_optimizers()
+  opt_state = opts.weight.init(weights)
+  model_loss = cnn_search.make_loss_fn(model)
+  loss_fn = lambda w, a, b: model_loss(w, a, b, bilevel.LossState(batch_stats), None)
   key = jax.random.PRNGKey(3)
   batch = lambda k: {"images": jax.random.normal(k, (8, 16, 16, 3), jnp.float64),
-                     "labels": jax.random.randint(k, (8,), 0, 10),
-                     "batch_stats": batch_stats}
+                     "labels": jax.random.randint(k, (8,), 0, 10)}
   # A few real weight steps first, so the momentum buffer is not zero.
   for i in range(3):
     g = jax.grad(lambda w: loss_fn(w, alphas, batch(jax.random.fold_in(key, i)))[0])(weights)
-    updates, opt_state = weight_opt.update(g, opt_state, weights)
+    updates, opt_state = opts.weight.update(g, opt_state, weights)
     weights = jax.tree.map(lambda w, u: w + u, weights, updates)
   train, val = batch(jax.random.fold_in(key, 10)), batch(jax.random.fold_in(key, 11))
   flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
   hg = lambda **kw: flat(jax.jit(lambda w, a: hypergradient(
-      loss_fn, w, a, train, val, inner_opt, opt_state[1], has_aux=True, **kw)[0])(weights,
-                                                                                 alphas))
+      loss_fn, w, a, train, val, opts.inner, opts.inner_state(opt_state), has_aux=True,
+      **kw)[0])(weights, alphas))
   exact = hg(method="exact")
   out = {}
   for name, kw in {"finite_difference_r0.01": dict(method="finite_difference"),

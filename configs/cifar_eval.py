@@ -1,4 +1,4 @@
-"""Train a DARTS genotype from scratch on CIFAR-10, the paper's settings (../shared/REFERENCE.md).
+"""Train a DARTS genotype from scratch on CIFAR-10, the paper's settings (docs/reference.md).
 
     python main.py --config configs/cifar_eval.py --config.genotype=DARTS_V2
 
@@ -10,7 +10,7 @@ access: `--config.data.dir=/path/to/cifar-10-batches-bin`.
 
 import ml_collections
 
-from darts_jax import checkpoints
+from darts_jax.train import checkpoints
 
 
 def get_config():

@@ -1,4 +1,4 @@
-"""DARTS' CNN search on CIFAR-10 with the paper's settings (../shared/REFERENCE.md).
+"""DARTS' CNN search on CIFAR-10 with the paper's settings (docs/reference.md).
 
     python main.py --config configs/cifar_search.py --workdir runs/cifar_search
 
@@ -9,13 +9,17 @@ point at the CIFAR-10 binary files: `--config.data.dir=/path/to/cifar-10-batches
 
 import ml_collections
 
-from darts_jax import checkpoints
+from darts_jax import bilevel
+from darts_jax.train import checkpoints
 
 
 def get_config():
   config = ml_collections.ConfigDict()
   config.task = "cnn_search"
   config.seed = 2  # the official search script's default
+  config.search_space = "darts"  # darts | nas_bench_201 (darts_jax.spaces)
+  # The map from alphas to mixing weights (darts_jax.relaxations): DARTS' softmax.
+  config.relaxation = "softmax"
   config.data = ml_collections.ConfigDict()
   config.data.name = "cifar10"
   config.data.dir = ""  # a folder of CIFAR-10 binary files; empty: tensorflow-datasets
@@ -26,7 +30,7 @@ def get_config():
   config.model = ml_collections.ConfigDict()
   config.model.channels = 16
   config.model.layers = 8
-  config.model.remat = "edge"  # see darts_jax.supernet.SearchNetwork.remat
+  config.model.remat = "edge"  # see darts_jax.spaces.darts_cnn.supernet.SearchNetwork.remat
   # Compute dtype: float32 | bfloat16. bfloat16 is mixed precision for GPU/TPU: convolutions
   # in bfloat16; parameters, optimiser states, BN statistics and the loss stay float32.
   config.model.dtype = "float32"
@@ -35,12 +39,14 @@ def get_config():
   config.learning_rate = 0.025
   config.learning_rate_min = 0.001
   config.momentum = 0.9
+  config.nesterov = False
   config.weight_decay = 3e-4
   config.grad_clip = 5.0
   config.alpha_learning_rate = 3e-4
   config.alpha_weight_decay = 1e-3
-  config.hypergradient = ml_collections.ConfigDict()
-  config.hypergradient.method = "exact"  # exact | finite_difference | first_order
+  # method: exact | finite_difference | first_order; unroll_steps (1), exact_mode
+  # (forward_over_reverse | reverse_over_reverse), fd_epsilon (0.01): darts_jax.hypergradient.
+  config.hypergradient = bilevel.default_config("exact")
   config.eval_examples = 0  # search-validation images evaluated per epoch; 0: the whole half
   config.log_every = 10  # steps between progress-bar updates (each one syncs with the device)
   config.progress_bar = True
@@ -49,6 +55,6 @@ def get_config():
   # Fields: every_steps, keep (3), resume_changed (False: a changed config is refused).
   config.checkpoint = checkpoints.default_config(every_steps=100)
   # CPU only: XLA's older loop emitters, ~13% faster steps, ~2.5x slower compile
-  # (darts_jax/xla_flags.py). Worth it for a search of thousands of steps.
+  # (darts_jax/train/xla_flags.py). Worth it for a search of thousands of steps.
   config.xla_cpu_fast_kernels = True
   return config

@@ -1,4 +1,4 @@
-"""Train a DARTS genotype on ImageNet in the mobile setting (../shared/REFERENCE.md).
+"""Train a DARTS genotype on ImageNet in the mobile setting (docs/reference.md).
 
     python main.py --config configs/imagenet_eval.py --config.genotype=DARTS_V2
 

@@ -1,4 +1,4 @@
-"""DARTS on the NAS-Bench-201 search space, CIFAR-10 (../shared/REFERENCE.md).
+"""DARTS on the NAS-Bench-201 search space, CIFAR-10 (docs/reference.md).
 
     python main.py --config configs/nb201_search.py --workdir runs/nb201
     python main.py --config configs/nb201_search.py --config.hypergradient.method=first_order
@@ -10,7 +10,7 @@ C=16, 32, 64). The derived genotype is printed in the benchmark's string form, e
 tables. The published result: DARTS, first and second order, collapses to cells of skip
 connections (CIFAR-10 test accuracy 54.30 %).
 
-The settings REFERENCE.md leaves open are those of the NAS-Bench-201 release's DARTS config:
+The settings the DARTS paper leaves open are those of the NAS-Bench-201 release's DARTS config:
 50 epochs, batch 64, SGD lr 0.025 with Nesterov momentum 0.9 and weight decay 5e-4, cosine to
 0.001, gradient clip 5; alphas by Adam 3e-4, betas (0.5, 0.999), decay 1e-3; the CIFAR-10
 training set split 25k/25k between weights and alphas. CIFAR-100 comes from

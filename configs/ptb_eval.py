@@ -1,4 +1,5 @@
-"""Train a recurrent DARTS cell from scratch on Penn Treebank (../shared/REFERENCE.md).
+"""Train a recurrent DARTS cell from scratch on Penn Treebank (docs/reference.md,
+"Recurrent evaluation").
 
     python main.py --config configs/ptb_eval.py --config.genotype=DARTS_V2
 
@@ -6,7 +7,7 @@ The corpus is read from data/ptb, or from `--config.data.dir=/path/to/ptb`.
 
 850 units (22,960,000 parameters), batch 64, SGD lr 20 switching to averaged SGD when the
 validation perplexity stops improving. The genotype is DARTS_V1, DARTS_V2 or the
-genotype.json of a recurrent search. Where REFERENCE.md is silent, the official train.py's
+genotype.json of a recurrent search. Where the paper is silent, the official rnn/train.py's
 settings: seed 1267, 8000 epochs (averaged SGD converges long before; stop when the
 validation perplexity does), non-monotone window 5, validation batch 10, test batch 1.
 """
@@ -20,6 +21,7 @@ def get_config():
   config.seed = 1267
   config.genotype = "DARTS_V2"
   del config.hypergradient, config.alpha_learning_rate, config.alpha_weight_decay
+  del config.relaxation
   del config.data.num_valid
   config.model.embed_size = 850
   config.model.hidden_size = 850

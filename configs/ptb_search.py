@@ -1,16 +1,17 @@
-"""DARTS' recurrent cell search on Penn Treebank, the paper's settings (../shared/REFERENCE.md).
+"""DARTS' recurrent cell search on Penn Treebank, the paper's settings (docs/reference.md).
 
     python main.py --config configs/ptb_search.py --config.data.dir=/data/ptb
 
 The folder holds ptb.{train,valid,test}.txt (or {train,valid,test}.txt). Exact second-order
 hypergradient by default; `--config.hypergradient.method=finite_difference | first_order`.
-Settings from the official train_search.py where REFERENCE.md is silent (seed 3, validation
+Settings from the official rnn/train_search.py where the paper is silent (seed 3, validation
 batch 10, BPTT at most 35 + 20).
 """
 
 import ml_collections
 
-from darts_jax import checkpoints
+from darts_jax import bilevel
+from darts_jax.train import checkpoints
 
 
 def get_config():
@@ -42,8 +43,11 @@ def get_config():
   config.tar = 1e-3  # temporal activation regularisation (beta)
   config.alpha_learning_rate = 3e-3
   config.alpha_weight_decay = 1e-3
-  config.hypergradient = ml_collections.ConfigDict()
-  config.hypergradient.method = "exact"  # exact | finite_difference | first_order
+  # The map from alphas to mixing weights (darts_jax.relaxations): DARTS' softmax.
+  config.relaxation = "softmax"
+  # method: exact | finite_difference | first_order; unroll_steps (1), exact_mode
+  # (forward_over_reverse | reverse_over_reverse), fd_epsilon (0.01): darts_jax.hypergradient.
+  config.hypergradient = bilevel.default_config("exact")
   config.log_every = 10
   config.progress_bar = True
   # Checkpoints in <workdir>/checkpoints/last: every N steps, each epoch's end and on SIGTERM;

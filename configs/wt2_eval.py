@@ -5,7 +5,8 @@
 The corpus is read from data/wikitext-2, or from `--config.data.dir=/path/to/wikitext-2`.
 
 700 units (33M parameters with the 33,278-word vocabulary), L2 5e-7, node-input dropout 0.15
-(../shared/REFERENCE.md); everything else as configs/ptb_eval.py, from which it derives. The
+(docs/reference.md, "Recurrent evaluation"); everything else as configs/ptb_eval.py, from
+which it derives. The
 folder holds wiki.{train,valid,test}.tokens (or {train,valid,test}.txt).
 """
 

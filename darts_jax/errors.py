@@ -15,3 +15,11 @@ class NonFiniteLossError(UserError):
 
 class WorkdirError(UserError):
   """A --workdir that cannot be created or written to."""
+
+
+class GenotypeError(UserError, ValueError):
+  """A genotype that is malformed or names an unknown op."""
+
+
+class DataError(UserError):
+  """Data that is missing or malformed; the message says how to fix it."""

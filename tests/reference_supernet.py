@@ -2,16 +2,16 @@
 
 Every edge applies all 8 ops to its own input with textbook layers (grouped depthwise
 convolution, 1x1 convolution, reduce_window pools, BN with batch statistics), one edge at a
-time, straight from ../shared/REFERENCE.md. It reads the fast network's weight pytree,
-indexing the stacked per-source arrays edge by edge, and returns logits and the running BN
-statistics in the fast network's layout.
+time, straight from docs/reference.md ("CNN search space", "CNN search network"). It reads
+the fast network's weight pytree, indexing the stacked per-source arrays edge by edge, and
+returns logits and the running BN statistics in the fast network's layout.
 """
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from darts_jax.genotypes import PRIMITIVES, edge_index
+from darts_jax.spaces.darts_cnn.genotypes import PRIMITIVES, edge_index
 
 DN = ("NHWC", "HWIO", "NHWC")
 KERNEL = {"sep_conv_3x3": (3, 1), "sep_conv_5x5": (5, 1), "dil_conv_3x3": (3, 2),

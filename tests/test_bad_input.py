@@ -20,7 +20,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from darts_jax import data, genotypes, tasks
+from darts_jax.data import images as data
+from darts_jax.spaces.darts_cnn import genotypes
+from darts_jax.spaces.darts_rnn import genotypes as rnn_genotypes
+from darts_jax.train import tasks
 from darts_jax.errors import WorkdirError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -59,7 +62,7 @@ def make_inputs(root):
   cnn = json.loads(genotypes.DARTS_V2.to_json())
   cnn["normal"][0][0] = "conv_9x9"
   (root / "unknown_op.json").write_text(json.dumps(cnn))
-  rnn = json.loads(genotypes.RNN_DARTS_V2.to_json())
+  rnn = json.loads(rnn_genotypes.RNN_DARTS_V2.to_json())
   rnn["recurrent"][0][0] = "conv_9x9"
   (root / "unknown_rnn_op.json").write_text(json.dumps(rnn))
   (root / "truncated.json").write_text(genotypes.DARTS_V2.to_json()[:40])
@@ -122,6 +125,19 @@ def make_inputs(root):
            f"--workdir={existing}"],
           ("ConfigError", "--config.batch_size=33 is not divisible by the 2 devices",
            "use a multiple of 2"), env=two_devices),
+      "unknown_relaxation": Case(
+          ["--config", "configs/quick_search.py", "--config.relaxation=sparsemax",
+           f"--workdir={existing}"],
+          ("ConfigError", "--config.relaxation='sparsemax' is not one of", "softmax")),
+      "unroll_steps_with_finite_difference": Case(
+          ["--config", "configs/ptb_search.py", "--config.hypergradient.unroll_steps=3",
+           "--config.hypergradient.method=finite_difference", f"--workdir={existing}"],
+          ("ConfigError", "finite_difference", "unroll_steps=1 only", "method=exact")),
+      "unknown_exact_mode": Case(
+          ["--config", "configs/toy_search.py", "--config.hypergradient.exact_mode=both",
+           f"--workdir={existing}"],
+          ("ConfigError", "--config.hypergradient.exact_mode='both' is not one of",
+           "forward_over_reverse")),
       "workdir_under_a_file": Case(
           ["--config", "configs/quick_search.py", f"--workdir={root}/afile/run"],
           ("WorkdirError", f"Cannot write to --workdir={root}/afile/run", "is a file",

@@ -17,7 +17,7 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from darts_jax import checkpoints
+from darts_jax.train import checkpoints
 from darts_jax.errors import NonFiniteLossError
 from tests.test_rnn import write_corpus
 

@@ -14,9 +14,10 @@ import optax
 import pytest
 
 from configs import cifar_eval, imagenet_eval
-from darts_jax import augment, cnn_eval
+from darts_jax.data import augment
+from darts_jax.train import cnn_eval
 from darts_jax.errors import NonFiniteLossError
-from darts_jax.metrics import EpochProgress
+from darts_jax.train.metrics import EpochProgress
 from tests.helpers import override
 from tests.test_imagenet_input import jpeg
 

@@ -11,7 +11,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import cifar_search
-from darts_jax import augment, cnn_search, data
+from darts_jax.data import augment
+from darts_jax.train import cnn_search
+from darts_jax.data import images as data
 from tests.helpers import override
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

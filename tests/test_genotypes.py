@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from darts_jax import genotypes
-from darts_jax.genotypes import (DARTS_V1, DARTS_V2, PRIMITIVES, Genotype, GenotypeError,
-                                 derive_genotype, edge_index)
+from darts_jax.spaces.darts_cnn import genotypes
+from darts_jax.spaces.darts_cnn.genotypes import (DARTS_V1, DARTS_V2, PRIMITIVES, Genotype,
+                                                  derive_genotype, edge_index)
+from darts_jax.errors import GenotypeError
 
 
 def test_primitives_and_edges_follow_the_reference():

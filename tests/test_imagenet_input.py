@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from darts_jax import imagenet_input as inet
-from darts_jax.data import DataError
+from darts_jax.data import imagenet as inet
+from darts_jax.errors import DataError
 
 CLASSES = ("n03", "n01", "n02")  # created out of order: labels follow the sorted names
 SIZES = ((300, 200), (150, 400), (500, 375), (224, 224))  # (width, height)

@@ -5,10 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from darts_jax import network, ops, search, supernet
+from darts_jax import bilevel
 from darts_jax.errors import ConfigError
-from darts_jax.genotypes import DARTS_V2
 from darts_jax.hypergradient import hypergradient
+from darts_jax.spaces import ops
+from darts_jax.spaces.darts_cnn import network, supernet
+from darts_jax.spaces.darts_cnn.genotypes import DARTS_V2
+from darts_jax.train import cnn_search
 
 # XLA's compile of the exact hypergradient dominates this file (~12 s per dtype on 2 CPU
 # cores); LLVM's -O0 takes a third off it and moves the figures below by under 0.01.
@@ -43,8 +46,8 @@ def search_setup():
   model = supernet.SearchNetwork(channels=2, layers=3, num_classes=10, remat="none")
   weights, stats = supernet.init_supernet(model, seed=0, image_shape=(8, 8, 3))
   alphas = supernet.init_alphas(jax.random.PRNGKey(0))
-  weight_opt, inner_opt, alpha_opt = search.make_optimizers(epochs=2, steps_per_epoch=1)
-  state = search.init_search_state(weights, stats, alphas, weight_opt, alpha_opt)
+  opts = bilevel.darts_optimizers(epochs=2, steps_per_epoch=1)
+  state = bilevel.init_search_state(weights, alphas, opts, bilevel.ModelState(stats))
   rng = np.random.default_rng(0)
   # Drawn with numpy: an eager jax.random call per buffer shape compiles each one.
   momentum = lambda x: (0.01 * rng.normal(size=x.shape).astype(np.float32)
@@ -52,21 +55,21 @@ def search_setup():
   state = state._replace(weight_opt_state=jax.tree.map(momentum, state.weight_opt_state))
   batch = lambda: {"images": rng.normal(size=(8, 8, 8, 3)).astype(np.float32),
                    "labels": rng.integers(0, 10, 8).astype(np.int32)}
-  return model, (weight_opt, inner_opt, alpha_opt), state, batch(), batch()
+  return model, opts, state, batch(), batch()
 
 
 @pytest.fixture(scope="module")
 def hypergradients(search_setup):
   """Exact hypergradients of the float32 and bfloat16 supernets at the same point, and of the
   float32 one with the images rounded to bfloat16; the jaxprs of both programs."""
-  model, (_, inner_opt, _), state, train, val = search_setup
+  model, opts, state, train, val = search_setup
 
   def traced(dtype):
-    loss_fn = search.make_loss_fn(model.clone(dtype=dtype))
+    loss_fn = cnn_search.make_loss_fn(model.clone(dtype=dtype))
     fn = lambda state, train, val: hypergradient(
-        loss_fn, state.weights, state.alphas, {**train, "batch_stats": state.batch_stats},
-        {**val, "batch_stats": state.batch_stats}, inner_opt, state.weight_opt_state[1],
-        method="exact", has_aux=True)
+        lambda w, a, b: loss_fn(w, a, b, bilevel.LossState(state.model_state.shared), None),
+        state.weights, state.alphas, train, val, opts.inner,
+        opts.inner_state(state.weight_opt_state), method="exact", has_aux=True)
     return jax.jit(fn).trace(state, train, val)
 
   traces = {dtype: traced(dtype) for dtype in ("float32", "bfloat16")}
@@ -81,7 +84,8 @@ def hypergradients(search_setup):
 
 def test_bfloat16_hypergradient_is_float32_and_bounded(hypergradients):
   out, _ = hypergradients
-  (grads, (_, accuracy)), (want, _) = out["bfloat16"], out["float32"]
+  (grads, (_, metrics)), (want, _) = out["bfloat16"], out["float32"]
+  accuracy = metrics["accuracy"]
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(grads))
   assert accuracy.dtype == jnp.float32
   cosine, error = relative_error(want, grads)
@@ -106,8 +110,8 @@ def test_bfloat16_supernet_convolves_in_bfloat16(hypergradients):
 
 def test_bfloat16_search_step_keeps_float32_state(search_setup):
   model, opts, state, train, val = search_setup
-  step = search.make_search_step(model.clone(dtype="bfloat16"), *opts)
-  new, metrics = jax.eval_shape(step, state, train, val)
+  step = cnn_search.make_search_step(model.clone(dtype="bfloat16"), opts)
+  new, metrics = jax.eval_shape(step, state, train, val, jax.random.PRNGKey(0))
   assert jax.tree.structure(new) == jax.tree.structure(state)
   for before, after in zip(jax.tree.leaves(state), jax.tree.leaves(new)):
     assert after.dtype == before.dtype and after.shape == before.shape

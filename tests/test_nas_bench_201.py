@@ -10,8 +10,10 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import nb201_search
-from darts_jax import cnn_search, data, nas_bench_201
-from darts_jax.genotypes import GenotypeError
+from darts_jax.train import cnn_search
+from darts_jax.data import images as data
+from darts_jax.spaces import nas_bench_201
+from darts_jax.errors import GenotypeError
 from tests.helpers import override
 
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|" \

@@ -5,8 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from darts_jax import network, ops
-from darts_jax.genotypes import DARTS_V1, DARTS_V2, Genotype, GenotypeError
+from darts_jax.spaces.darts_cnn import network
+from darts_jax.spaces import ops
+from darts_jax.spaces.darts_cnn.genotypes import DARTS_V1, DARTS_V2, Genotype
+from darts_jax.errors import GenotypeError
 
 
 def shapes(model, image_shape):

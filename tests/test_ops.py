@@ -1,4 +1,4 @@
-"""The building blocks in darts_jax.ops against plain lax."""
+"""The building blocks in darts_jax.spaces.ops against plain lax."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from darts_jax import ops
+from darts_jax.spaces import ops
 
 
 def lax_conv(x, kernel, stride, dilation):

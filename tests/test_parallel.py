@@ -23,7 +23,7 @@ COMPARE = r'''
 import json
 import jax
 import numpy as np
-from darts_jax import parallel
+from darts_jax.train import parallel
 
 mesh = parallel.data_mesh()
 
@@ -42,22 +42,25 @@ def compare(name, one, four):
 '''
 
 CNN_SEARCH = COMPARE + r'''
-from darts_jax import search, supernet
+from darts_jax import bilevel
+from darts_jax.spaces.darts_cnn import supernet
+from darts_jax.train import cnn_search
 
 model = supernet.SearchNetwork(channels=2, layers=3, num_classes=10)
 weights, stats = supernet.init_supernet(model, 0, (8, 8, 3))
 alphas = supernet.init_alphas(jax.random.PRNGKey(0))
-weight_opt, inner_opt, alpha_opt = search.make_optimizers(steps_per_epoch=10)
-state = search.init_search_state(weights, stats, alphas, weight_opt, alpha_opt)
-step = search.make_search_step(model, weight_opt, inner_opt, alpha_opt, "exact")
+opts = bilevel.darts_optimizers(steps_per_epoch=10)
+state = bilevel.init_search_state(weights, alphas, opts, bilevel.ModelState(stats))
+step = cnn_search.make_search_step(model, opts, method="exact")
 rng = np.random.default_rng(0)
 batch = lambda: {"images": rng.normal(size=(8, 8, 8, 3)).astype(np.float32),
                  "labels": rng.integers(0, 10, 8).astype(np.int32)}
 train, val = batch(), batch()
-one, _ = jax.jit(step)(state, train, val)
+key = jax.random.PRNGKey(5)
+one, _ = jax.jit(step)(state, train, val, key)
 train4, val4 = parallel.shard_batch(train, mesh), parallel.shard_batch(val, mesh)
 four, _ = jax.jit(step, out_shardings=parallel.replicated(mesh))(
-    parallel.replicate(state, mesh), train4, val4)
+    parallel.replicate(state, mesh), train4, val4, key)
 print("ROWS", [s.data.shape[0] for s in train4["images"].addressable_shards])
 print("MOVED", float(np.max(np.abs(np.asarray(one.alphas["normal"] - alphas["normal"])))))
 compare("search", one, four)
@@ -66,7 +69,9 @@ compare("search", one, four)
 CNN_EVAL = COMPARE + r'''
 import optax
 from configs import cifar_eval
-from darts_jax import cnn_eval, genotypes, network
+from darts_jax.train import cnn_eval
+from darts_jax.spaces.darts_cnn import genotypes
+from darts_jax.spaces.darts_cnn import network
 
 config = cifar_eval.get_config()
 config.model.channels, config.model.layers = 4, 3  # reductions 1, 2; auxiliary head after 2
@@ -96,22 +101,25 @@ compare("eval_step", e1, e4)
 
 RNN = COMPARE + r'''
 import optax
-from darts_jax import rnn, rnn_search, text_data
+from darts_jax import bilevel
+from darts_jax.data import text as text_data
+from darts_jax.spaces.darts_rnn import model as rnn
+from darts_jax.train import rnn_common, rnn_search
 from tests.test_rnn import tiny_config
 
 config = tiny_config("unused", "exact")  # the model and optimiser settings
 config.batch_size = 8  # 2 streams per device
-model = rnn_search.build_model(config, 20)
+model = rnn_common.build_model(config, 20)
 variables = rnn.init_rnn(model, 0)
 alphas = rnn.init_rnn_alphas(jax.random.PRNGKey(0))
-weight_opt = rnn_search.make_weight_optimizer(config)
-alpha_opt = optax.adam(3e-3)
+opts = bilevel.same_step(rnn_common.make_weight_optimizer(config), optax.adam(3e-3))
 hidden = lambda: np.random.default_rng(1).normal(size=(8, 8)).astype(np.float32)
-state = rnn_search.RNNSearchState(
-    variables["params"], variables["batch_stats"], alphas,
-    rnn_search.with_learning_rate(weight_opt.init(variables["params"]), 20.0),
-    alpha_opt.init(alphas), hidden(), hidden())
-step = rnn_search.make_search_step(model, weight_opt, alpha_opt, config)
+state = bilevel.init_search_state(
+    variables["params"], alphas, opts,
+    bilevel.ModelState(variables["batch_stats"], hidden(), hidden()))
+state = state._replace(weight_opt_state=rnn_common.with_learning_rate(state.weight_opt_state,
+                                                                      20.0))
+step = rnn_search.make_search_step(model, opts, config)
 streams = np.random.default_rng(2).integers(0, 20, (40, 8))
 train, valid = text_data.window(streams, 0, 7, 8), text_data.window(streams, 9, 8, 8)
 args = (jax.random.PRNGKey(3), np.float32(7))
@@ -120,7 +128,7 @@ shardings = rnn_search.state_shardings(state, mesh)
 shard = lambda w: parallel.shard_batch(w, mesh, axis=1)
 four, _ = jax.jit(step, out_shardings=(shardings, parallel.replicated(mesh)))(
     jax.device_put(state, shardings), shard(train), shard(valid), *args)
-print("HIDDEN_ROWS", [s.data.shape[0] for s in four.hidden_train.addressable_shards])
+print("HIDDEN_ROWS", [s.data.shape[0] for s in four.model_state.train.addressable_shards])
 compare("rnn_search_step", one, four)
 '''
 

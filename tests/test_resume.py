@@ -18,7 +18,12 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import cifar_eval, ptb_eval, ptb_search
-from darts_jax import checkpoints, cnn_eval, data, rnn_eval, rnn_search, text_data
+from darts_jax.train import checkpoints
+from darts_jax.train import cnn_eval
+from darts_jax.data import images as data
+from darts_jax.train import rnn_eval
+from darts_jax.train import rnn_search
+from darts_jax.data import text as text_data
 from tests.helpers import override
 from tests.test_rnn import write_corpus
 

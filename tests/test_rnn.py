@@ -13,11 +13,17 @@ import optax
 import pytest
 
 from configs import ptb_search
-from darts_jax import averaging, hypergradient, rnn, rnn_search, text_data
-from darts_jax.data import DataError
-from darts_jax.genotypes import (RNN_DARTS_V1, RNN_DARTS_V2, RNN_PRIMITIVES, GenotypeError,
-                                 RecurrentGenotype, derive_recurrent_genotype,
-                                 recurrent_genotype_from_name_or_file)
+from darts_jax import averaging
+from darts_jax import hypergradient
+from darts_jax.spaces.darts_rnn import model as rnn
+from darts_jax.bilevel import LossState
+from darts_jax.train import rnn_common, rnn_search
+from darts_jax.data import text as text_data
+from darts_jax.errors import DataError
+from darts_jax.spaces.darts_rnn.genotypes import (
+    RNN_DARTS_V1, RNN_DARTS_V2, RNN_PRIMITIVES, RecurrentGenotype, derive_recurrent_genotype,
+    recurrent_genotype_from_name_or_file)
+from darts_jax.errors import GenotypeError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -121,15 +127,18 @@ def test_exact_hypergradient_through_the_recurrent_cell_matches_finite_differenc
     to64 = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), t)
     variables = to64(rnn.init_rnn(model, 0, batch_size=3))
     alphas = to64(rnn.init_rnn_alphas(jax.random.PRNGKey(1), scale=0.5))
-    opt = rnn_search.make_weight_optimizer(config)
+    opt = rnn_common.make_weight_optimizer(config)
     opt_state = to64(opt.init(variables["params"]))
-    loss = rnn_search.make_loss_fn(model)
+    loss_fn = rnn_common.make_loss_fn(model)
+    # The window, the stream's incoming hidden state and its dropout key, as bilevel_step
+    # passes them.
+    loss = lambda w, a, b: loss_fn(w, a, b["window"], LossState(variables["batch_stats"],
+                                                                b["hidden"]), b["key"])
 
     def batch(seed, steps=5):
       tokens = jax.random.randint(jax.random.PRNGKey(seed), (steps + 1, 3), 0, 12)
-      return {"inputs": tokens[:-1], "targets": tokens[1:], "mask": jnp.ones(steps),
-              "hidden": 0.1 * jnp.ones((3, 5)), "batch_stats": variables["batch_stats"],
-              "key": jax.random.PRNGKey(seed + 100)}
+      return {"window": {"inputs": tokens[:-1], "targets": tokens[1:], "mask": jnp.ones(steps)},
+              "hidden": 0.1 * jnp.ones((3, 5)), "key": jax.random.PRNGKey(seed + 100)}
 
     train, val = batch(10), batch(11)
     weights = variables["params"]

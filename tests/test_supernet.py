@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import reference_supernet
-from darts_jax import supernet
+from darts_jax.spaces.darts_cnn import supernet
 
 
 def test_paper_supernet_has_exactly_1930618_weights():

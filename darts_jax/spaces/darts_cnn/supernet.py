@@ -13,7 +13,7 @@ BN statistics of its 14 edges, `(14, ...)` in the order of the alpha rows
 (`genotypes.edge_index`), and runs the edges in a `lax.scan` whose body is one mixed op
 (`mixed_edge`), so the compiled program holds one mixed op per cell. Within it, same-shaped
 outputs share their BN call, and on CPU each depthwise + 1x1 pair is one dense convolution
-(see `darts_jax.ops`).
+(see `darts_jax.spaces.ops`).
 
 Mixed precision. `SearchNetwork(dtype="bfloat16")` computes in bfloat16 and keeps float32
 parameters, alphas and BN statistics: the images are cast on entry, the weights where they are
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax
 import flax.linen as nn
@@ -36,53 +36,94 @@ import numpy as np
 from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
-from darts_jax import ops
-from darts_jax.genotypes import NUM_EDGES, PRIMITIVES, STEPS
+from darts_jax import relaxations
+from darts_jax.spaces import ops
+from darts_jax.spaces.darts_cnn.genotypes import NUM_EDGES, PRIMITIVES, STEPS
 
-_CONV_OPS = {  # name: (kernel, dilation, stages); the two-stage ops first
+_CONV_OPS = {  # name: (kernel, dilation, stages)
     "sep_conv_3x3": (3, 1, 2),
     "sep_conv_5x5": (5, 1, 2),
     "dil_conv_3x3": (3, 2, 1),
     "dil_conv_5x5": (5, 2, 1),
 }
+_POOLS = {"max_pool_3x3": ops.max_pool_3x3, "avg_pool_3x3": ops.avg_pool_3x3}
+SUPPORTED_OPS = ("none", "skip_connect", *_POOLS, *_CONV_OPS)
 
 
-def mixed_edge(x, weights, params, stats, *, stride, impl, train):
-  """One edge: sum_k softmax(alpha)[k] * op_k(x), in the order of PRIMITIVES.
+class OpSlots(NamedTuple):
+  """Where each op of a mixed edge is computed, derived from the op list.
+
+  Same-shaped outputs share one BN call over a stacked op axis (per-channel statistics are
+  unchanged by stacking), which halves the kernels XLA compiles: `first` are the outputs of
+  the first BN (the pools and every conv's first stage), `second` those of the second BN
+  (the separable convs' second stage). `mixed` lists the ops that produce an output, in the
+  order of the alpha columns, and `columns` their columns (`none` adds nothing, though its
+  weight takes its share of the mixing weights).
+  """
+
+  first: tuple[str, ...]
+  second: tuple[str, ...]
+  mixed: tuple[str, ...]
+  columns: tuple[int, ...]
+
+
+def op_slots(primitives) -> OpSlots:
+  """The `OpSlots` of a mixed edge over `primitives` (any subset of `SUPPORTED_OPS`, in the
+  order of the alpha columns)."""
+  unknown = [op for op in primitives if op not in SUPPORTED_OPS]
+  if unknown or len(set(primitives)) != len(primitives):
+    raise ValueError(f"primitives {tuple(primitives)} must be distinct ops of "
+                     f"{SUPPORTED_OPS}; unknown: {unknown}.")
+  first = tuple(op for op in primitives if op in _POOLS) + tuple(
+      op for op in primitives if op in _CONV_OPS)
+  second = tuple(op for op in primitives if op in _CONV_OPS and _CONV_OPS[op][2] == 2)
+  mixed = tuple(op for op in primitives if op != "none")
+  return OpSlots(first, second, mixed, tuple(primitives.index(op) for op in mixed))
+
+
+def mixed_edge(x, mix, params, stats, *, stride, impl, train, slots: OpSlots):
+  """One edge: sum_k mix[k] * op_k(x) over the edge's ops (`slots`).
 
   Args:
     x: (N, H, W, C) input state.
-    weights: (8,) softmax(alpha) row of the edge.
+    mix: (K,) mixing weights of the edge (softmax(alpha) in DARTS), in alpha-column order.
     params: the edge's weights, `{op}_dw1/pw1` (and `dw2/pw2` for the separable convs),
       plus `skip_conv1/2` at stride 2.
-    stats: running BN statistics, `bn1` (6, C) for the first BN of max pool, avg pool and
-      the 4 conv ops, `bn2` (2, C) for the separable convs' second BN, `skip_bn` at stride 2.
+    stats: running BN statistics, `bn1` (len(slots.first), C) and `bn2`
+      (len(slots.second), C), `skip_bn` at stride 2.
+    slots: where each op is computed (`op_slots`).
   Returns:
     (N, H', W', C) and the new statistics.
   """
   new = {}
   relu_x = jax.nn.relu(x)
   conv = lambda *args: checkpoint_name(ops.separable(*args, impl), "conv")
-  first = [ops.max_pool_3x3(x, stride), ops.avg_pool_3x3(x, stride)] + [
-      conv(relu_x, params[f"{op}_dw1"], params[f"{op}_pw1"], stride, dilation)
-      for op, (_, dilation, _) in _CONV_OPS.items()]
-  # Same-shaped outputs share one BN call over a stacked op axis (per-channel statistics
-  # are unchanged by stacking), which halves the kernels XLA compiles.
-  first, new["bn1"] = _bn(jnp.stack(first, axis=-2), stats["bn1"], train)
-  second = [conv(jax.nn.relu(first[..., 2 + i, :]), params[f"{op}_dw2"], params[f"{op}_pw2"],
-                 1, dilation)
-            for i, (op, (_, dilation, stages)) in enumerate(_CONV_OPS.items()) if stages == 2]
-  second, new["bn2"] = _bn(jnp.stack(second, axis=-2), stats["bn2"], train)
-  if stride == 1:
-    skip = x
-  else:
-    skip, new["skip_bn"] = _bn(ops.factorized_reduce_convs(x, params["skip_conv1"],
-                                                           params["skip_conv2"]),
-                               stats["skip_bn"], train)
-  # `none` is zero: it adds nothing, though its weight takes its share of the softmax.
-  outputs = jnp.stack([first[..., 0, :], first[..., 1, :], skip, second[..., 0, :],
-                       second[..., 1, :], first[..., 4, :], first[..., 5, :]], axis=-2)
-  return jnp.einsum("nhwkc,k->nhwc", outputs, weights[1:]), new
+  out = {}
+  if slots.first:
+    first = [_POOLS[op](x, stride) if op in _POOLS else
+             conv(relu_x, params[f"{op}_dw1"], params[f"{op}_pw1"], stride, _CONV_OPS[op][1])
+             for op in slots.first]
+    first, new["bn1"] = _bn(jnp.stack(first, axis=-2), stats["bn1"], train)
+    out.update({op: first[..., i, :] for i, op in enumerate(slots.first)})
+  if slots.second:
+    second = [conv(jax.nn.relu(out[op]), params[f"{op}_dw2"], params[f"{op}_pw2"], 1,
+                   _CONV_OPS[op][1]) for op in slots.second]
+    second, new["bn2"] = _bn(jnp.stack(second, axis=-2), stats["bn2"], train)
+    out.update({op: second[..., i, :] for i, op in enumerate(slots.second)})
+  if "skip_connect" in slots.mixed:
+    if stride == 1:
+      out["skip_connect"] = x
+    else:
+      out["skip_connect"], new["skip_bn"] = _bn(
+          ops.factorized_reduce_convs(x, params["skip_conv1"], params["skip_conv2"]),
+          stats["skip_bn"], train)
+  if not slots.mixed:  # only `none`
+    return jnp.zeros_like(x[:, ::stride, ::stride]), new
+  outputs = jnp.stack([out[op] for op in slots.mixed], axis=-2)
+  columns = slots.columns
+  contiguous = columns == tuple(range(columns[0], columns[0] + len(columns)))
+  mix = mix[columns[0]:columns[-1] + 1] if contiguous else mix[jnp.asarray(columns)]
+  return jnp.einsum("nhwkc,k->nhwc", outputs, mix), new
 
 
 def _bn(x, stats, train):
@@ -149,9 +190,10 @@ class SearchCell(nn.Module):
   impl: str
   edge_loop: str
   remat: str
+  slots: OpSlots
 
   @nn.compact
-  def __call__(self, s0, s1, weights, train: bool):
+  def __call__(self, s0, s1, mix, train: bool):
     if self.reduction_prev:
       s0 = FactorizedReduce(self.features, name="preprocess0")(s0, train)
     else:
@@ -160,46 +202,53 @@ class SearchCell(nn.Module):
 
     c = self.features
     params = {}
-    for op, (k, _, stages) in _CONV_OPS.items():
+    for op in self.slots.first:
+      if op not in _CONV_OPS:
+        continue
+      k, _, stages = _CONV_OPS[op]
       for stage in range(1, stages + 1):
         params[f"{op}_dw{stage}"] = _param(self, f"{op}_dw{stage}", (NUM_EDGES, k, k, c))
         params[f"{op}_pw{stage}"] = _param(self, f"{op}_pw{stage}", (NUM_EDGES, c, c))
     stat = lambda name, shape: {
         "mean": self.variable("batch_stats", f"{name}_mean", jnp.zeros, shape, jnp.float32),
         "var": self.variable("batch_stats", f"{name}_var", jnp.ones, shape, jnp.float32)}
-    variables = {"bn1": stat("bn1", (NUM_EDGES, 6, c)), "bn2": stat("bn2", (NUM_EDGES, 2, c))}
+    variables = {name: stat(name, (NUM_EDGES, len(outputs), c))
+                 for name, outputs in (("bn1", self.slots.first), ("bn2", self.slots.second))
+                 if outputs}
     stats = jax.tree.map(lambda v: v.value, variables)
     edges = [(i, j) for i in range(STEPS) for j in range(2 + i)]  # alpha-row order
     unroll = self.edge_loop == "unroll"
     read = np.array([j for _, j in edges])
     write = np.array([i for i, _ in edges])
-    edge_fn = lambda stride: _remat(functools.partial(mixed_edge, stride=stride,
-                                                      impl=self.impl, train=train), self.remat)
+    edge_fn = lambda stride: _remat(functools.partial(
+        mixed_edge, stride=stride, impl=self.impl, train=train, slots=self.slots), self.remat)
 
     if not self.reduction:
       states = jnp.stack([s0, s1] + [jnp.zeros_like(s1)] * STEPS)
       states, new_stats = _scan_edges(edge_fn(1), states, None, read, write + 2,
-                                      (weights, params, stats), unroll)
+                                      (mix, params, stats), unroll)
       nodes = states[2:]
     else:
       inputs = np.array([e for e, (_, j) in enumerate(edges) if j < 2])
       inner = np.array([e for e, (_, j) in enumerate(edges) if j >= 2])
-      skip = {name: _param(self, name, (len(inputs), c, c // 2))
-              for name in ("skip_conv1", "skip_conv2")}
-      variables["skip_bn"] = stat("skip_bn", (len(inputs), c))
+      skip, skip_stats = {}, {}
+      if "skip_connect" in self.slots.mixed:  # a factorized reduce on the stride-2 edges
+        skip = {name: _param(self, name, (len(inputs), c, c // 2))
+                for name in ("skip_conv1", "skip_conv2")}
+        variables["skip_bn"] = stat("skip_bn", (len(inputs), c))
+        skip_stats = {"skip_bn": jax.tree.map(lambda v: v.value, variables["skip_bn"])}
       take = lambda tree, rows: jax.tree.map(lambda a: a[rows], tree)
       nodes = jnp.zeros((STEPS, s0.shape[0], s0.shape[1] // 2, s0.shape[2] // 2, c), s0.dtype)
       nodes, new_inputs = _scan_edges(
           edge_fn(2), nodes, jnp.stack([s0, s1]), read[inputs], write[inputs],
-          (weights[inputs], {**take(params, inputs), **skip},
-           {**take(stats, inputs), "skip_bn": jax.tree.map(lambda v: v.value,
-                                                           variables["skip_bn"])}), unroll)
+          (mix[inputs], {**take(params, inputs), **skip}, {**take(stats, inputs), **skip_stats}),
+          unroll)
       nodes, new_inner = _scan_edges(edge_fn(1), nodes, None, read[inner] - 2, write[inner],
-                                     (weights[inner], take(params, inner), take(stats, inner)),
+                                     (mix[inner], take(params, inner), take(stats, inner)),
                                      unroll)
       new_stats = {key: jax.tree.map(lambda a, b: _merge_rows(a, b, inputs, inner),
-                                     new_inputs[key], new_inner[key]) for key in ("bn1", "bn2")}
-      new_stats["skip_bn"] = new_inputs["skip_bn"]
+                                     new_inputs[key], new_inner[key]) for key in new_inner}
+      new_stats.update({k: v for k, v in new_inputs.items() if k == "skip_bn"})
 
     if train and self.is_mutable_collection("batch_stats") and not self.is_initializing():
       jax.tree.map(lambda var, value: setattr(var, "value", value), variables, new_stats,
@@ -239,6 +288,11 @@ class SearchNetwork(nn.Module):
       mixed op per cell (measured at batch 16 on 2 CPU cores: gradient compile 13 s, step
       2.6 s); "unroll" writes them out (61 s, 2.6 s). On CPU the loop is only fast because
       `ops.conv2d` writes its gradients in XLA's fast convolution layout.
+    primitives: the ops of every mixed edge, in the order of the alpha columns (DARTS' 8 by
+      default; any distinct subset of `SUPPORTED_OPS`): the mixed op, its BN slots and the
+      weights it creates follow this list.
+    relax: the relaxation, `relax(alpha, key) -> mixing weights` per alpha array
+      (`darts_jax.relaxations`; DARTS' softmax by default).
     dtype: the compute dtype, "float32" or "bfloat16" (`ops.COMPUTE_DTYPES`); parameters,
       alphas, BN statistics and the returned logits stay float32. None (default) computes in
       the images' dtype. bfloat16 is meant for GPU/TPU, which have bfloat16 matrix units.
@@ -251,10 +305,14 @@ class SearchNetwork(nn.Module):
   impl: str | None = None
   edge_loop: str | None = None
   remat: str = "edge"
+  primitives: tuple = PRIMITIVES
+  relax: Callable = relaxations.softmax
   dtype: Any = None
 
   @nn.compact
-  def __call__(self, images, alphas, train: bool = True):
+  def __call__(self, images, alphas, train: bool = True, relax_key=None):
+    """Logits of `images` (N, H, W, C) with `alphas` {"normal", "reduce"}: (14, K) each;
+    `relax_key` is the relaxation's PRNG key (None for a deterministic one)."""
     impl = self.impl or ops.default_depthwise_impl()
     edge_loop = self.edge_loop or "scan"
     if edge_loop not in ("scan", "unroll"):
@@ -268,8 +326,9 @@ class SearchNetwork(nn.Module):
     # The mixing weights follow the activations' dtype, whatever precision alphas are kept in
     # (mixing in float32 brought the bfloat16 hypergradient no closer to the float32 one: mean
     # cosine 0.980 either way over 4 seeds x 2 alpha scales, tests/test_mixed_precision.py).
-    weights = {kind: jax.nn.softmax(alphas[kind], axis=-1).astype(images.dtype)
-               for kind in ("normal", "reduce")}
+    mix = {kind: m.astype(images.dtype)
+           for kind, m in relaxations.relax_all(self.relax, alphas, relax_key).items()}
+    slots = op_slots(tuple(self.primitives))
     c_stem = self.stem_multiplier * self.channels
     stem = _param(self, "stem_conv", (3, 3, images.shape[-1], c_stem))
     s0 = s1 = ops.BatchNorm(affine=True, name="stem_bn")(ops.conv2d(images, stem), train)
@@ -278,9 +337,9 @@ class SearchNetwork(nn.Module):
     for i in range(self.layers):
       reduction = i in reduction_cells(self.layers)
       c = c * 2 if reduction else c
-      cell = SearchCell(c, reduction, reduction_prev, impl, edge_loop, self.remat,
+      cell = SearchCell(c, reduction, reduction_prev, impl, edge_loop, self.remat, slots,
                         name=f"cell_{i}")
-      s0, s1 = s1, cell(s0, s1, weights["reduce" if reduction else "normal"], train)
+      s0, s1 = s1, cell(s0, s1, mix["reduce" if reduction else "normal"], train)
       reduction_prev = reduction
 
     # The classifier is a sliver of the compute; in float32 the logits need no cast back.
@@ -294,10 +353,11 @@ def reduction_cells(layers: int) -> Sequence[int]:
   return (layers // 3, 2 * layers // 3)
 
 
-def init_alphas(key, scale: float = 1e-3):
-  """DARTS' alpha initialisation, 1e-3 * N(0, 1), one (14, 8) matrix per cell type."""
+def init_alphas(key, scale: float = 1e-3, primitives=PRIMITIVES):
+  """DARTS' alpha initialisation, 1e-3 * N(0, 1), one (14, len(primitives)) matrix per cell
+  type."""
   k_normal, k_reduce = jax.random.split(key)
-  shape = (NUM_EDGES, len(PRIMITIVES))
+  shape = (NUM_EDGES, len(primitives))
   return {"normal": scale * jax.random.normal(k_normal, shape),
           "reduce": scale * jax.random.normal(k_reduce, shape)}
 
@@ -324,7 +384,7 @@ def init_supernet(model: SearchNetwork, seed: int, image_shape=(32, 32, 3)):
   U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BN: scale 1, bias 0, running mean 0 and var 1) are
   drawn on the host with numpy from `seed`.
   """
-  alphas = init_alphas(jax.random.PRNGKey(0))
+  alphas = init_alphas(jax.random.PRNGKey(0), primitives=model.primitives)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                              jnp.zeros((1, *image_shape), jnp.float32), alphas,
                                              train=True))

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import time
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,13 +29,15 @@ import ml_collections
 import numpy as np
 import optax
 
-from darts_jax import augment, data, ops, parallel
-from darts_jax.checkpoints import RunCheckpoints
+from darts_jax.bilevel import cosine_per_epoch
+from darts_jax.data import augment
+from darts_jax.data import images as data
 from darts_jax.errors import ConfigError
-from darts_jax.genotypes import genotype_from_name_or_file
-from darts_jax.metrics import EpochProgress, MetricWriter
-from darts_jax.network import (NetworkCIFAR, NetworkImageNet, count_mult_adds, count_params,
-                               init_network)
+from darts_jax.spaces import ops
+from darts_jax.spaces.darts_cnn.genotypes import genotype_from_name_or_file
+from darts_jax.spaces.darts_cnn.network import (NetworkCIFAR, NetworkImageNet, count_mult_adds,
+                                                count_params, init_network)
+from darts_jax.train import loop, parallel
 
 SCHEDULES = ("cosine", "exponential")
 
@@ -54,12 +55,10 @@ def learning_rate_schedule(config, steps_per_epoch: int):
   0 (the official CosineAnnealingLR stepped once per epoch); "exponential" (ImageNet):
   lr * decay^e (the official StepLR(1, gamma=0.97)).
   """
-  lr, epochs = config.learning_rate, config.epochs
   if config.lr_schedule == "cosine":
-    lr_min = config.get("learning_rate_min", 0.0)
-    return lambda count: lr_min + 0.5 * (lr - lr_min) * (
-        1 + jnp.cos(math.pi * (count // steps_per_epoch) / epochs))
-  return lambda count: lr * config.lr_decay ** (count // steps_per_epoch)
+    return cosine_per_epoch(config.learning_rate, config.get("learning_rate_min", 0.0),
+                            config.epochs, steps_per_epoch)
+  return lambda count: config.learning_rate * config.lr_decay ** (count // steps_per_epoch)
 
 
 def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -119,7 +118,7 @@ def make_train_step(model, optimizer, config, mean, std):
     params = optax.apply_updates(state.params, updates)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
     return TrainState(params, batch_stats, opt_state), {"loss": loss, "accuracy": accuracy,
-                                                        "grad_norm": optax.global_norm(grads)}
+                                                        "grad_norm": optax.tree.norm(grads)}
 
   return step
 
@@ -151,21 +150,43 @@ def _check(config):
       raise ConfigError(f"--config.{name}={config[name]} must be positive.")
 
 
-def _load_data(config):
-  """Returns (`train(epoch, index)`, the training batches from that position on; steps per
-  epoch; a function yielding (batch, mask) over the test split; image shape, number of
-  classes, mean, std, test size; whether the batches hold this host's rows only)."""
-  if config.data.name == "imagenet2012":
-    from darts_jax import imagenet_input  # Pillow pipeline; CIFAR runs never import it
+class ImageData(NamedTuple):
+  """An evaluation run's data.
 
-    source = imagenet_input.load_imagenet(config.data)
-    train = functools.partial(imagenet_input.TrainBatches, source.train, config.batch_size,
+  Attributes:
+    train_batches: `train_batches(epoch=, index=)`, the training batches from that position
+      on (an iterator; ImageNet's has a `close()` for its threads).
+    steps_per_epoch: training steps per epoch (the last partial batch is dropped).
+    test_batches: `test_batches()` yields `(batch, mask)` pairs over the test split.
+    image_shape, num_classes, mean, std: what the network and the normalisation need.
+    num_test: the number of test images.
+    host_local: whether the batches hold this host's rows only.
+  """
+
+  train_batches: Callable
+  steps_per_epoch: int
+  test_batches: Callable
+  image_shape: tuple
+  num_classes: int
+  mean: Any
+  std: Any
+  num_test: int
+  host_local: bool
+
+
+def load_data(config) -> ImageData:
+  """CIFAR-10 (tfds, binary files or .npz) or ImageNet (`config.data.name`) for training."""
+  if config.data.name == "imagenet2012":
+    from darts_jax.data import imagenet  # Pillow pipeline; CIFAR runs never import it
+
+    source = imagenet.load_imagenet(config.data)
+    train = functools.partial(imagenet.TrainBatches, source.train, config.batch_size,
                               seed=config.seed, num_workers=config.data.num_workers)
-    test_batches = lambda: imagenet_input.eval_batches(source.validation, config.batch_size,
-                                                       num_workers=config.data.num_workers)
-    return (train, len(source.train) // config.batch_size, test_batches, (224, 224, 3),
-            source.num_classes, imagenet_input.MEAN, imagenet_input.STD,
-            len(source.validation), True)
+    test_batches = lambda: imagenet.eval_batches(source.validation, config.batch_size,
+                                                 num_workers=config.data.num_workers)
+    return ImageData(train, len(source.train) // config.batch_size, test_batches,
+                     (224, 224, 3), source.num_classes, imagenet.MEAN, imagenet.STD,
+                     len(source.validation), True)
   dataset = data.load(config.data)
   train_split, test_split = dataset.train, dataset.test
   if config.data.get("num_train"):
@@ -176,100 +197,98 @@ def _load_data(config):
   # random 80 each epoch), so every step has one compiled shape.
   train = functools.partial(data.Batches, train_split, config.batch_size, seed=config.seed)
   test_batches = lambda: data.padded_batches(test_split, config.batch_size)
-  return (train, len(train_split.labels) // config.batch_size, test_batches,
-          train_split.images.shape[1:], dataset.num_classes, dataset.mean, dataset.std,
-          len(test_split.labels), False)
+  return ImageData(train, len(train_split.labels) // config.batch_size, test_batches,
+                   train_split.images.shape[1:], dataset.num_classes, dataset.mean,
+                   dataset.std, len(test_split.labels), False)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config.genotype` from scratch; returns the final summary."""
   _check(config)
   genotype = genotype_from_name_or_file(config.genotype)
-  (make_train_batches, steps_per_epoch, test_batches, image_shape, num_classes, mean, std,
-   num_test, host_local) = _load_data(config)
+  images = load_data(config)
+  steps_per_epoch = images.steps_per_epoch
   if not steps_per_epoch:
     raise data.DataError(f"--config.batch_size={config.batch_size} is larger than the "
                          "training split: lower it.")
 
-  model = build_model(config, genotype, num_classes)
-  variables = init_network(model, config.seed, image_shape)
+  model = build_model(config, genotype, images.num_classes)
+  variables = init_network(model, config.seed, images.image_shape)
   optimizer = make_optimizer(config, steps_per_epoch)
   state = TrainState(variables["params"], variables["batch_stats"],
                      optimizer.init(variables["params"]))
   params_count = count_params(state.params)
   aux_count = count_params(state.params, include_auxiliary=True) - params_count
-  mult_adds = count_mult_adds(model, image_shape)
+  mult_adds = count_mult_adds(model, images.image_shape)
   print(f"{type(model).__name__}: {config.genotype}, {model.layers} cells, C={model.channels}; "
         f"{params_count:,} parameters (+{aux_count:,} in the auxiliary head), "
         f"{mult_adds / 1e6:.0f}M mult-adds per image\n"
         f"training {config.epochs} epochs of {steps_per_epoch} steps, batch {config.batch_size}; "
-        f"testing on {num_test} images", flush=True)
+        f"testing on {images.num_test} images", flush=True)
 
   # Data parallel over every device of every host: the state replicated, batches split.
   mesh = parallel.data_mesh()
   state = parallel.replicate(state, mesh)
-  train_step = jax.jit(make_train_step(model, optimizer, config, mean, std), donate_argnums=0,
-                       out_shardings=parallel.replicated(mesh))
-  eval_step = jax.jit(make_eval_step(model, mean, std), out_shardings=parallel.replicated(mesh))
-  shard = lambda batch: parallel.shard_batch(batch, mesh, local=host_local)
+  step_fn = jax.jit(make_train_step(model, optimizer, config, images.mean, images.std),
+                    donate_argnums=0, out_shardings=parallel.replicated(mesh))
+  eval_step = jax.jit(make_eval_step(model, images.mean, images.std),
+                      out_shardings=parallel.replicated(mesh))
+  shard = lambda batch: parallel.shard_batch(batch, mesh, local=images.host_local)
   schedule = learning_rate_schedule(config, steps_per_epoch)
   step_key = jax.random.PRNGKey(config.seed + 1)
+  # `test`: the last epoch's results (also when the workdir holds a finished run).
+  run = {"best": -1.0, "test": {}}
 
-  with RunCheckpoints(workdir, config, best=True) as ckpt:  # checks a resumed run's config
-    if parallel.is_primary():  # on several hosts, the first writes
-      with open(os.path.join(workdir, "genotype.json"), "w") as f:
-        f.write(genotype.to_json())
-    # The data order and the step keys are functions of (seed, epoch, step): the state and
-    # the position are all a restarted run needs to continue exactly.
-    state, meta = ckpt.restore(state) or (state, {"epoch": 0, "index": 0, "best": -1.0})
-    start_epoch, start_index, best = meta["epoch"], meta["index"], meta["best"]
-    step0 = start_epoch * steps_per_epoch + start_index
-    if step0:
-      print(f"resuming from the checkpoint at step {step0} (epoch {start_epoch + 1}, step "
-            f"{start_index} of {steps_per_epoch})", flush=True)
-    train_batches = make_train_batches(epoch=start_epoch, index=start_index)
-    writer = MetricWriter(workdir, resume_step=step0)
-    test = meta.get("test", {})  # the last epoch's, when the workdir holds a finished run
-    try:
-      for epoch in range(start_epoch, config.epochs):
-        start = time.perf_counter()
-        # The official schedule: drop_path_prob * epoch / epochs, from 0 in the first epoch.
-        drop_path_rate = np.float32(config.model.drop_path_prob * epoch / config.epochs)
-        progress = EpochProgress.for_epoch(config, epoch, steps_per_epoch, meta)
-        for i in progress:
-          step = epoch * steps_per_epoch + i
-          state, metrics = train_step(state, jax.random.fold_in(step_key, step),
-                                      shard(next(train_batches)), drop_path_rate)
-          progress.log(i, step, metrics["loss"], metrics["accuracy"],
-                       {"gradient norm": metrics["grad_norm"]})
-          ckpt.step_done(step + 1, progress, lambda: (state, {"best": best}))
-        progress.check()
-        train_seconds = time.perf_counter() - start
-        test = evaluate(eval_step, state, map(shard, test_batches()), num_test)
-        scalars = {"train_loss": progress.loss, "train_accuracy": progress.accuracy,
-                   **{f"test_{k}": v for k, v in test.items()},
-                   "learning_rate": float(schedule(epoch * steps_per_epoch)),
-                   "drop_path_rate": float(drop_path_rate),
-                   "train_images_per_second": (steps_per_epoch - progress.start) * config.batch_size
-                                              / train_seconds,
-                   "epoch_seconds": time.perf_counter() - start}
-        writer.write((epoch + 1) * steps_per_epoch, {"epoch": epoch + 1, **scalars})
-        is_best = bool(test["accuracy"] > best)
-        best = max(best, test["accuracy"])
-        if is_best:
-          ckpt.save_best(epoch + 1, {"params": state.params, "batch_stats": state.batch_stats})
-        ckpt.save((epoch + 1) * steps_per_epoch, state,
-                  {"epoch": epoch + 1, "index": 0, "best": best, "test": test})
-        print(f"epoch {epoch + 1}/{config.epochs}: train loss {scalars['train_loss']:.4f} acc "
-              f"{scalars['train_accuracy']:.4f} | test loss {test['loss']:.4f} acc "
-              f"{test['accuracy']:.4f} top-5 {test['top5_accuracy']:.4f}{' (best)' * is_best} "
-              f"| lr {scalars['learning_rate']:.5f} drop path {drop_path_rate:.3f} | "
-              f"{scalars['train_images_per_second']:.1f} img/s", flush=True)
-        ckpt.stop((epoch + 1) * steps_per_epoch)
-    finally:  # the host pipeline's threads
-      writer.close()
-      getattr(train_batches, "close", lambda: None)()
+  def write_genotype():
+    with open(os.path.join(workdir, "genotype.json"), "w") as f:
+      f.write(genotype.to_json())
 
+  def resume(meta, ckpt):
+    del ckpt
+    run.update(best=meta.get("best", -1.0), test=meta.get("test", {}))
+    run["batches"] = images.train_batches(epoch=meta["epoch"], index=meta["index"])
+
+  # The official schedule: drop_path_prob * epoch / epochs, from 0 in the first epoch.
+  drop_path_rate = lambda epoch: np.float32(config.model.drop_path_prob * epoch / config.epochs)
+
+  def train_step(state, epoch, index, step):
+    del index
+    state, metrics = step_fn(state, jax.random.fold_in(step_key, step),
+                             shard(next(run["batches"])), drop_path_rate(epoch))
+    return state, loop.StepLog(metrics["loss"], metrics["accuracy"],
+                               {"gradient norm": metrics["grad_norm"]})
+
+  def end_of_epoch(state, epoch, step, progress, ckpt):
+    train_seconds = time.perf_counter() - progress.started
+    test = evaluate(eval_step, state, map(shard, images.test_batches()), images.num_test)
+    is_best = bool(test["accuracy"] > run["best"])
+    run.update(best=max(run["best"], test["accuracy"]), test=test)
+    if is_best:
+      ckpt.save_best(step // steps_per_epoch, {"params": state.params,
+                                               "batch_stats": state.batch_stats})
+    scalars = {"train_loss": progress.loss, "train_accuracy": progress.accuracy,
+               **{f"test_{k}": v for k, v in test.items()},
+               "learning_rate": float(schedule(epoch * steps_per_epoch)),
+               "drop_path_rate": float(drop_path_rate(epoch)),
+               "train_images_per_second": (steps_per_epoch - progress.start) * config.batch_size
+                                          / train_seconds}
+    report = lambda s: (
+        f"epoch {epoch + 1}/{config.epochs}: train loss {s['train_loss']:.4f} acc "
+        f"{s['train_accuracy']:.4f} | test loss {test['loss']:.4f} acc {test['accuracy']:.4f} "
+        f"top-5 {test['top5_accuracy']:.4f}{' (best)' * is_best} | lr "
+        f"{s['learning_rate']:.5f} drop path {s['drop_path_rate']:.3f} | "
+        f"{s['train_images_per_second']:.1f} img/s")
+    return loop.EpochEnd(state, scalars, {"best": run["best"], "test": test}, report)
+
+  try:
+    state, _ = loop.run(config, workdir, state, steps_per_epoch=steps_per_epoch,
+                        train_step=train_step, end_of_epoch=end_of_epoch, resume=resume,
+                        record=lambda: {"best": run["best"]}, on_open=write_genotype,
+                        best=True)
+  finally:  # the host pipeline's threads
+    getattr(run.get("batches"), "close", lambda: None)()
+
+  best, test = run["best"], run["test"]
   summary = {"genotype": config.genotype, "parameters": params_count,
              "parameters_with_auxiliary": count_params(state.params, True),
              "mult_adds": mult_adds, "epochs": config.epochs,

@@ -9,11 +9,11 @@ from darts_jax.errors import ConfigError, UserError, WorkdirError
 
 # task name -> "module:function"; each function is `train_and_evaluate(config, workdir)`.
 TASKS = {
-    "cnn_eval": "darts_jax.cnn_eval:train_and_evaluate",
-    "cnn_search": "darts_jax.cnn_search:train_and_evaluate",
-    "rnn_eval": "darts_jax.rnn_eval:train_and_evaluate",
-    "rnn_search": "darts_jax.rnn_search:train_and_evaluate",
-    "toy_search": "darts_jax.toy_search:train_and_evaluate",
+    "cnn_eval": "darts_jax.train.cnn_eval:train_and_evaluate",
+    "cnn_search": "darts_jax.train.cnn_search:train_and_evaluate",
+    "rnn_eval": "darts_jax.train.rnn_eval:train_and_evaluate",
+    "rnn_search": "darts_jax.train.rnn_search:train_and_evaluate",
+    "toy_search": "darts_jax.train.toy_search:train_and_evaluate",
 }
 
 
@@ -43,10 +43,19 @@ def preflight(config, workdir):
   """Checks that hold for every task, before a trainer loads data or compiles anything.
 
   Raises:
-    ConfigError: `config.batch_size` does not split evenly over the devices.
+    ConfigError: `config.batch_size` does not split evenly over the devices, or a search's
+      `hypergradient` block or `relaxation` is not one the library has.
     WorkdirError: `workdir` cannot be created or written to.
   """
   # The config check comes first so that a bad value does not leave a new, empty workdir.
+  if "hypergradient" in config:
+    check_hypergradient(config.hypergradient)
+  if "relaxation" in config:
+    from darts_jax import relaxations
+
+    if config.relaxation not in relaxations.RELAXATIONS:
+      raise ConfigError(f"--config.relaxation={config.relaxation!r} is not one of "
+                        f"{', '.join(relaxations.RELAXATIONS)}.")
   batch_size = config.get("batch_size")
   if batch_size is not None:
     import jax  # after main.py's XLA_FLAGS: this starts the backend
@@ -56,6 +65,27 @@ def preflight(config, workdir):
       raise ConfigError(f"--config.batch_size={batch_size} is not divisible by the {devices} "
                         f"devices (jax.device_count()): use a multiple of {devices}.")
   check_workdir(workdir)
+
+
+def check_hypergradient(block):
+  """One-line ConfigErrors for a `config.hypergradient` block `darts_jax.hypergradient` would
+  refuse (it raises ValueError only once the step is traced)."""
+  from darts_jax.hypergradient import EXACT_MODES, METHODS
+
+  for name, allowed in (("method", METHODS), ("exact_mode", EXACT_MODES)):
+    if block[name] not in allowed:
+      raise ConfigError(f"--config.hypergradient.{name}={block[name]!r} is not one of "
+                        f"{', '.join(allowed)}.")
+  k = block.unroll_steps
+  if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    raise ConfigError(f"--config.hypergradient.unroll_steps={k!r} must be a positive integer.")
+  if block.method == "finite_difference" and k != 1:
+    raise ConfigError("--config.hypergradient.method=finite_difference (DARTS' approximation) "
+                      "is defined for unroll_steps=1 only: use method=exact to unroll "
+                      f"{k} steps.")
+  if not block.fd_epsilon > 0:
+    raise ConfigError(f"--config.hypergradient.fd_epsilon={block.fd_epsilon!r} must be "
+                      "positive.")
 
 
 def check_workdir(workdir):

@@ -1,14 +1,14 @@
 """The search spaces the CNN search trainer runs (`config.search_space`), as data.
 
 A `SearchSpace` says how to build its supernet from a config, initialise its weights and
-alphas, derive a genotype from the alphas and draw it. The trainer (`darts_jax.cnn_search`)
-and the bilevel step (`darts_jax.search`, `darts_jax.hypergradient`) are the same for all:
+alphas, derive a genotype from the alphas and draw it. The trainer
+(`darts_jax.train.cnn_search`) and the bilevel step (`darts_jax.bilevel`) are the same for all:
 the supernet takes its alphas as an input, `{name: (edges, ops)}`.
 
 - "darts": DARTS' space (8 ops, 14 edges; normal and reduction cells, alphas "normal" and
-  "reduce"), `darts_jax.supernet`.
+  "reduce"), `darts_jax.spaces.darts_cnn.supernet`.
 - "nas_bench_201": NAS-Bench-201's (5 ops, 6 edges, one alpha "cell" for all 15 cells),
-  `darts_jax.nas_bench_201`.
+  `darts_jax.spaces.nas_bench_201`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, NamedTuple
 
-from darts_jax import nas_bench_201, plots, supernet
+from darts_jax import relaxations
+from darts_jax.spaces import nas_bench_201
+from darts_jax.spaces.darts_cnn import draw, supernet
 from darts_jax.errors import ConfigError
-from darts_jax.genotypes import PRIMITIVES, STEPS, derive_genotype
+from darts_jax.spaces.darts_cnn.genotypes import PRIMITIVES, STEPS, derive_genotype
 
 
 class SearchSpace(NamedTuple):
@@ -34,14 +36,15 @@ class SearchSpace(NamedTuple):
 def _build_darts(config, num_classes):
   return supernet.SearchNetwork(channels=config.model.channels, layers=config.model.layers,
                                 num_classes=num_classes, remat=config.model.remat,
-                                dtype=config.model.get("dtype"))
+                                relax=relaxations.get(config.relaxation),
+                                dtype=config.model.dtype)
 
 
 def _draw_darts(genotype, workdir):
-  plots.plot_cell(genotype.normal, genotype.normal_concat,
-                  os.path.join(workdir, "normal.png"), "normal cell")
-  plots.plot_cell(genotype.reduce, genotype.reduce_concat,
-                  os.path.join(workdir, "reduction.png"), "reduction cell")
+  draw.plot_cell(genotype.normal, genotype.normal_concat,
+                 os.path.join(workdir, "normal.png"), "normal cell")
+  draw.plot_cell(genotype.reduce, genotype.reduce_concat,
+                 os.path.join(workdir, "reduction.png"), "reduction cell")
   return ["normal.png", "reduction.png"]
 
 
@@ -49,11 +52,12 @@ def _build_nb201(config, num_classes):
   return nas_bench_201.SearchNetwork201(channels=config.model.channels,
                                         cells_per_stage=config.model.cells_per_stage,
                                         num_classes=num_classes,
-                                        dtype=config.model.get("dtype"))
+                                        relax=relaxations.get(config.relaxation),
+                                        dtype=config.model.dtype)
 
 
 def _draw_nb201(genotype, workdir):
-  plots.plot_nb201_cell(genotype, os.path.join(workdir, "cell.png"))
+  nas_bench_201.draw_cell(genotype, os.path.join(workdir, "cell.png"))
   return ["cell.png"]
 
 

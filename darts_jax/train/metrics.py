@@ -7,7 +7,7 @@ import math
 import os
 import time
 
-from darts_jax import parallel
+from darts_jax.train import parallel
 from darts_jax.errors import NonFiniteLossError
 
 
@@ -78,6 +78,7 @@ class EpochProgress:
     from tqdm import tqdm
 
     self.epoch, self.steps, self.log_every, self.start = epoch, steps, log_every, start
+    self.started = time.perf_counter()  # when the epoch (or its resumed part) began
     self.done = start  # steps of the epoch done so far
     self._perplexity = perplexity  # show exp(mean loss) rather than the accuracy
     self.sums = list(sums) if sums else [0.0, 0.0, 0]  # loss, accuracy, count

@@ -30,7 +30,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from darts_jax import parallel
+from darts_jax.train import parallel
 from darts_jax.errors import NonFiniteLossError, UserError
 
 # Fields that may change when a run is resumed: they do not change the computation.

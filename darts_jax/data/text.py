@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from darts_jax.data import DataError
+from darts_jax.errors import DataError
 
 SPLITS = ("train", "valid", "test")
 # File names by corpus layout: AWD-LSTM's getdata.sh ({split}.txt), Mikolov's PTB release

@@ -7,8 +7,9 @@
         rngs={"drop_path": key}, mutable=["batch_stats"])
 
 The ops are a registry, `OPS[name](features, stride, impl)`, so a genotype is data: an unknown
-op name is a `GenotypeError` naming the known ones. Architecture as ../shared/REFERENCE.md
-("CNN evaluation networks"); where it is silent, as the official release: eval-net BN layers
+op name is a `GenotypeError` naming the known ones. Architecture as docs/reference.md
+("CIFAR-10 evaluation network", "ImageNet evaluation network"); where it is silent, as the
+official release (quark0/darts cnn/model.py): eval-net BN layers
 are affine, pools have no BN (the search net's pool BN belongs to its mixed op), the
 auxiliary head runs only in training, and the reported parameter count leaves it out.
 
@@ -19,7 +20,7 @@ cell is rematerialised in the backward pass (`remat=True`): half the activation 
 on CPU no slower. On CPU, depthwise convolutions are shifted-window sums (`ops.depthwise`).
 
 Mixed precision: `NetworkCIFAR(genotype, dtype="bfloat16")` computes in bfloat16 with float32
-parameters and BN statistics and returns float32 logits (as `darts_jax.supernet`).
+parameters and BN statistics and returns float32 logits (as `darts_jax.spaces.darts_cnn.supernet`).
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from darts_jax import ops
-from darts_jax.genotypes import Genotype, GenotypeError, PRIMITIVES
+from darts_jax.spaces import ops
+from darts_jax.spaces.ops import ReLUConvBN
+from darts_jax.spaces.darts_cnn.genotypes import Genotype, PRIMITIVES
+from darts_jax.errors import GenotypeError
 
 
 def default_impl() -> str:
@@ -44,23 +47,6 @@ def default_impl() -> str:
 def _kernel(module: nn.Module, name: str, shape, fan_in: int):
   # PyTorch's default init, U(+-1/sqrt(fan_in)): what the official release trains from.
   return module.param(name, ops.torch_uniform(fan_in), shape)
-
-
-class ReLUConvBN(nn.Module):
-  """ReLU -> k x k conv (no bias) -> affine BN."""
-
-  features: int
-  kernel_size: int = 1
-  stride: int = 1
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    k, c = self.kernel_size, x.shape[-1]
-    kernel = _kernel(self, "kernel", (k, k, c, self.features), k * k * c)
-    y = jax.nn.relu(x)
-    y = (ops.pointwise(y, kernel[0, 0]) if k == 1 and self.stride == 1
-         else ops.conv2d(y, kernel, self.stride))
-    return ops.BatchNorm(affine=True, name="bn")(y, train)
 
 
 class SepConv(nn.Module):
@@ -171,7 +157,8 @@ class Cell(nn.Module):
     s1 = ReLUConvBN(c, name="preprocess1")(s1, train)
     ops_ = [OPS[name](c, 2 if self.reduction and source < 2 else 1, self.impl,
                       f"edge{e}_{name}") for e, (name, source) in enumerate(self.pairs)]
-    # Drop path on every op but the identity (REFERENCE.md; a stride-2 skip is a conv), with
+    # Drop path on every op but the identity (docs/reference.md, "CIFAR-10 evaluation
+    # network"; a stride-2 skip is a conv), with
     # one random draw for the whole cell: per-op draws cost more than the masking itself.
     dropped = [e for e, op in enumerate(ops_) if not isinstance(op, Identity)]
     masks = None

@@ -1,6 +1,6 @@
 """ImageNet (ILSVRC2012) input for DARTS' ImageNet evaluation (the mobile setting).
 
-ImageNet does not fit in host memory as CIFAR-10 does (`darts_jax.data`) and its images come
+ImageNet does not fit in host memory as CIFAR-10 does (`darts_jax.data.images`) and its images come
 in every size, so examples are read one at a time from a random-access source, decoded and
 augmented on the host, and stacked into 224x224 uint8 batches.
 
@@ -34,7 +34,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from darts_jax.data import DataError
+from darts_jax.errors import DataError
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -331,7 +331,7 @@ class TrainBatches:
 
   `batch_size` is the global batch: each host (JAX process) yields its own contiguous
   `batch_size // process_count` rows of every global batch, {"images": uint8 (rows, 224,
-  224, 3), "labels": int32 (rows,)}. As `darts_jax.data.Batches`, the last partial batch of
+  224, 3), "labels": int32 (rows,)}. As `darts_jax.data.images.Batches`, the last partial batch of
   an epoch is dropped and (epoch, index) is the whole position: give it to the constructor
   to resume (batches are prepared from there on as soon as the object exists).
   """
@@ -397,7 +397,7 @@ def eval_batches(source: Source, batch_size: int, *, num_workers: int | None = N
   `batch_size` is global and each host yields its own `batch_size // process_count` rows.
 
   Yields:
-    (batch, mask) as `darts_jax.data.padded_batches`: {"images": uint8 (rows, 224, 224, 3),
+    (batch, mask) as `darts_jax.data.images.padded_batches`: {"images": uint8 (rows, 224, 224, 3),
     "labels": int32 (rows,)} and float32 (rows,), 1 for real examples and 0 for padding.
   """
   rows = _host_rows(batch_size, process_index, process_count)

@@ -12,9 +12,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from darts_jax.errors import UserError
+from darts_jax.errors import GenotypeError
+from darts_jax.spaces.genotype_files import from_name_or_file
 
-# The order fixes the alpha columns (../shared/REFERENCE.md).
+# The order fixes the alpha columns (docs/reference.md, "CNN search space").
 PRIMITIVES = (
     "none",
     "max_pool_3x3",
@@ -32,10 +33,6 @@ NUM_EDGES = sum(2 + i for i in range(STEPS))  # 14
 def edge_index(node: int, source: int) -> int:
   """Row of `alphas` for the edge into `node` (0..3) from state `source` (< 2 + node)."""
   return sum(2 + i for i in range(node)) + source
-
-
-class GenotypeError(UserError, ValueError):
-  """A genotype that is malformed or names an unknown op."""
 
 
 class Genotype(NamedTuple):
@@ -142,7 +139,8 @@ def _derive_cell(alpha) -> tuple[tuple[str, int], ...]:
 
 
 def derive_genotype(alphas_normal, alphas_reduce) -> Genotype:
-  """The official derivation rule on softmax(alphas) (../shared/REFERENCE.md).
+  """The official derivation rule on softmax(alphas) (docs/reference.md, "CNN genotype
+  derivation").
 
   Per node, keep the 2 incoming edges whose strongest non-`none` weight is largest (ties to
   the lower input index), listed strongest first as the official code does; on each kept edge
@@ -154,111 +152,4 @@ def derive_genotype(alphas_normal, alphas_reduce) -> Genotype:
 
 def genotype_from_name_or_file(spec: str) -> Genotype:
   """`"DARTS_V2"` (a published genotype) or a path to a `genotype.json` a search wrote."""
-  return _from_name_or_file(spec, GENOTYPES, Genotype.from_json, "genotype")
-
-
-def _from_name_or_file(spec, registry, from_json, what):
-  if spec in registry:
-    return registry[spec]
-  if spec.endswith(".json"):
-    try:
-      with open(spec, encoding="utf-8") as f:
-        text = f.read()
-    except FileNotFoundError:
-      raise GenotypeError(f"Genotype file {spec!r} not found; pass a path to a genotype.json "
-                          f"or one of {', '.join(registry)}.") from None
-    except (OSError, UnicodeDecodeError) as e:  # a folder, no permission, binary bytes
-      raise GenotypeError(f"Cannot read genotype file {spec!r} ({e}); pass a genotype.json "
-                          f"a search wrote or one of {', '.join(registry)}.") from None
-    try:
-      return from_json(text)
-    except GenotypeError as e:  # its message says what is wrong; this says where
-      raise GenotypeError(f"{spec}: {e}") from None
-  raise GenotypeError(f"Unknown {what} {spec!r}; use one of {', '.join(registry)} or a path "
-                      "to a genotype.json.")
-
-
-# --- Recurrent cells (Penn Treebank search space) ---------------------------------------------
-
-RNN_PRIMITIVES = ("none", "tanh", "relu", "sigmoid", "identity")  # the alpha columns
-RNN_STEPS = 8  # intermediate nodes of a recurrent cell
-RNN_NUM_EDGES = sum(range(1, RNN_STEPS + 1))  # 36: node i reads every earlier state
-
-
-class RecurrentGenotype(NamedTuple):
-  """A recurrent cell: for node i (1..8), `recurrent[i - 1] = (op, predecessor)` with the
-  predecessor in 0..i-1 (0 is the cell's input state); `concat`: states averaged into h_t."""
-
-  recurrent: tuple[tuple[str, int], ...]
-  concat: tuple[int, ...]
-
-  def validate(self) -> "RecurrentGenotype":
-    """Checks op names, predecessors and the concat list; returns self."""
-    for n, pair in enumerate(self.recurrent):
-      if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-        raise GenotypeError(f"RecurrentGenotype.recurrent[{n}] must be an (op, predecessor) "
-                            f"pair, got {pair!r}.")
-      op, source = pair
-      if op not in RNN_PRIMITIVES or op == "none":
-        raise GenotypeError(f"Unknown recurrent op {op!r} in recurrent[{n}]; known ops: "
-                            f"{', '.join(RNN_PRIMITIVES[1:])}.")
-      if not (isinstance(source, int) and 0 <= source <= n):
-        raise GenotypeError(f"recurrent[{n}] = {pair!r}: node {n + 1} can only read states "
-                            f"0..{n}.")
-    states = len(self.recurrent) + 1
-    if not self.concat or any(not isinstance(c, int) or not 0 <= c < states
-                              for c in self.concat):
-      raise GenotypeError(f"RecurrentGenotype.concat={list(self.concat)!r} must list states "
-                          f"in 0..{states - 1}.")
-    return self
-
-  def to_json(self) -> str:
-    return json.dumps({"recurrent": [list(p) for p in self.recurrent],
-                       "concat": list(self.concat)})
-
-  @classmethod
-  def from_json(cls, text: str) -> "RecurrentGenotype":
-    try:
-      data = json.loads(text)
-      return cls(tuple((str(op), src) for op, src in data["recurrent"]),
-                 tuple(data["concat"])).validate()
-    except GenotypeError:
-      raise
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-      raise GenotypeError(f"Recurrent genotype JSON is malformed ({e}); expected "
-                          '{"recurrent": [["sigmoid", 0], ...], "concat": [1, ..., 8]}.') from None
-
-
-_CONCAT = tuple(range(1, RNN_STEPS + 1))
-RNN_DARTS_V1 = RecurrentGenotype(
-    (("relu", 0), ("relu", 1), ("tanh", 2), ("relu", 3), ("relu", 4), ("identity", 1),
-     ("relu", 5), ("relu", 1)), _CONCAT)
-RNN_DARTS_V2 = RecurrentGenotype(
-    (("sigmoid", 0), ("relu", 1), ("relu", 1), ("identity", 1), ("tanh", 2), ("sigmoid", 5),
-     ("tanh", 3), ("relu", 5)), _CONCAT)
-RNN_GENOTYPES = {"DARTS_V1": RNN_DARTS_V1, "DARTS_V2": RNN_DARTS_V2, "DARTS": RNN_DARTS_V2}
-
-
-def derive_recurrent_genotype(alphas) -> RecurrentGenotype:
-  """The official rule on softmax(alphas) (36, 5): per node, the predecessor whose strongest
-  non-`none` weight is largest (ties to the lower index), and on it the strongest non-`none`
-  op (ties to the first)."""
-  weights = _softmax(np.asarray(alphas, dtype=np.float64))
-  if weights.shape != (RNN_NUM_EDGES, len(RNN_PRIMITIVES)):
-    raise ValueError(f"recurrent alphas must have shape ({RNN_NUM_EDGES}, "
-                     f"{len(RNN_PRIMITIVES)}), got {weights.shape}.")
-  ops = [k for k in range(len(RNN_PRIMITIVES)) if RNN_PRIMITIVES[k] != "none"]
-  gene, start = [], 0
-  for node in range(RNN_STEPS):
-    rows = weights[start:start + node + 1]
-    source = max(range(node + 1), key=lambda j: (max(rows[j][k] for k in ops), -j))
-    best = max(ops, key=lambda k: (rows[source][k], -k))
-    gene.append((RNN_PRIMITIVES[best], source))
-    start += node + 1
-  return RecurrentGenotype(tuple(gene), _CONCAT)
-
-
-def recurrent_genotype_from_name_or_file(spec: str) -> RecurrentGenotype:
-  """`"DARTS_V2"` (the published recurrent cell) or a path to a search's genotype.json."""
-  return _from_name_or_file(spec, RNN_GENOTYPES, RecurrentGenotype.from_json,
-                            "recurrent genotype")
+  return from_name_or_file(spec, GENOTYPES, Genotype.from_json, "genotype")

@@ -5,7 +5,7 @@
         {"params": params, "batch_stats": bn}, tokens, hidden, alphas, train=True,
         rngs={"dropout": key})
 
-A cell turns (x_t, h_{t-1}) into h_t through highway nodes (../shared/REFERENCE.md,
+A cell turns (x_t, h_{t-1}) into h_t through highway nodes (docs/reference.md,
 "Recurrent (PTB) search space"):
 
     [c0, h0] = [x * mask_x, h_{t-1} * mask_h] W0,  s0 = h_{t-1} + sigmoid(c0) (tanh(h0) - h_{t-1})
@@ -24,13 +24,17 @@ state and the BN statistics unchanged, so windows of any length share one compil
 
 from __future__ import annotations
 
+from typing import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from darts_jax import ops
-from darts_jax.genotypes import RNN_NUM_EDGES, RNN_PRIMITIVES, RNN_STEPS, RecurrentGenotype
+from darts_jax import relaxations
+from darts_jax.spaces import ops
+from darts_jax.spaces.darts_rnn.genotypes import (RNN_NUM_EDGES, RNN_PRIMITIVES, RNN_STEPS,
+                                                  RecurrentGenotype)
 
 INIT_RANGE = 0.04  # the official U(-0.04, 0.04) for W0 and the W_i
 EMBEDDING_INIT_RANGE = 0.1  # the official U(-0.1, 0.1) for the (tied) embedding
@@ -54,8 +58,14 @@ def _highway(s, ch, fn):
   return s + jax.nn.sigmoid(c) * (fn(h) - s)
 
 
+_MIXED = tuple(op for op in RNN_PRIMITIVES if op != "none")  # `none` adds nothing
+_COLUMNS = tuple(RNN_PRIMITIVES.index(op) for op in _MIXED)
+assert _COLUMNS == tuple(range(_COLUMNS[0], _COLUMNS[0] + len(_COLUMNS)))  # a slice
+
+
 def search_cell(x, h_prev, w0, ws, weights, bn, masks, train):
-  """One step of the search cell; `weights` = softmax(alphas) (36, 5); bn = (mean, var).
+  """One step of the search cell; `weights`: the mixing weights (36, 5), softmax(alphas) in
+  DARTS; bn = (mean, var).
 
   Returns (h_t, new bn statistics).
   """
@@ -65,9 +75,9 @@ def search_cell(x, h_prev, w0, ws, weights, bn, masks, train):
   s0 = h_prev + jax.nn.sigmoid(c0) * (jnp.tanh(h0) - h_prev)
   s0, bn = ops.batch_norm(s0, *bn, train=train)
   states, offset = s0[None], 0
-  fns = [_ACTIVATIONS[name] for name in RNN_PRIMITIVES[1:]]  # `none` adds nothing
+  fns = [_ACTIVATIONS[name] for name in _MIXED]
   for i in range(RNN_STEPS):
-    rows = weights[offset:offset + i + 1, 1:]  # (i + 1 predecessors, 4 ops)
+    rows = weights[offset:offset + i + 1, _COLUMNS[0]:_COLUMNS[-1] + 1]  # (i + 1 sources, 4)
     ch = (states * h_mask if train else states) @ ws[i]
     c, h = jnp.split(ch, 2, axis=-1)
     c = jax.nn.sigmoid(c)
@@ -103,6 +113,8 @@ class RNNModel(nn.Module):
     dropout, dropout_h, dropout_x, dropout_i, dropout_e: output, node input, cell input x,
       embedding output and whole-word embedding dropout rates.
     remat: recompute each time step's cell in the backward pass instead of storing it.
+    relax: the relaxation, `relax(alphas, key) -> mixing weights` (`darts_jax.relaxations`;
+      DARTS' softmax by default).
   """
 
   vocab_size: int
@@ -115,9 +127,11 @@ class RNNModel(nn.Module):
   dropout_i: float = 0.2
   dropout_e: float = 0.0
   remat: bool = True
+  relax: Callable = relaxations.softmax
 
   @nn.compact
-  def __call__(self, tokens, hidden, alphas=None, mask=None, train: bool = False):
+  def __call__(self, tokens, hidden, alphas=None, mask=None, train: bool = False,
+               relax_key=None):
     """tokens (T, B) int, hidden (B, H) -> (logits (T, B, V), new hidden (B, H), the cell's
     outputs (T, B, H) before output dropout, for the TAR penalty)."""
     if self.embed_size != self.hidden_size:
@@ -149,7 +163,7 @@ class RNNModel(nn.Module):
       if alphas is None:
         raise ValueError("The search cell needs alphas of shape "
                          f"({RNN_NUM_EDGES}, {len(RNN_PRIMITIVES)}).")
-      weights = jax.nn.softmax(alphas, axis=-1)
+      weights = self.relax(alphas, relax_key)
       bn_mean = self.variable("batch_stats", "mean", jnp.zeros, (self.hidden_size,))
       bn_var = self.variable("batch_stats", "var", jnp.ones, (self.hidden_size,))
       cell = lambda x, h, bn: search_cell(x, h, w0, ws, weights, bn, masks, train)

@@ -61,7 +61,7 @@ def default_depthwise_impl() -> str:
 def torch_uniform(fan_in: int):
   """PyTorch's default conv/linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
-  REFERENCE.md is silent on initialisation; this is what the official release gets from
+  The DARTS paper is silent on initialisation; this is what the official release gets from
   PyTorch's defaults (kaiming_uniform with a = sqrt(5)).
   """
   bound = 1.0 / math.sqrt(fan_in)
@@ -290,3 +290,21 @@ class BatchNorm(nn.Module):
       bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
       y = y * scale.astype(y.dtype) + bias.astype(y.dtype)
     return y
+
+
+class ReLUConvBN(nn.Module):
+  """ReLU -> k x k conv (no bias) -> affine BN: DARTS' evaluation-network block, and
+  NAS-Bench-201's (its residual blocks)."""
+
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    k, c = self.kernel_size, x.shape[-1]
+    kernel = self.param("kernel", torch_uniform(k * k * c), (k, k, c, self.features))
+    y = jax.nn.relu(x)
+    y = (pointwise(y, kernel[0, 0]) if k == 1 and self.stride == 1
+         else conv2d(y, kernel, self.stride))
+    return BatchNorm(affine=True, name="bn")(y, train)

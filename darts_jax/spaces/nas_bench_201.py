@@ -2,15 +2,16 @@
 
 A cell is a DAG of 4 nodes: node 0 is the cell's input, node i (1..3) the sum of one op on
 every earlier node, the output node 3. Its 6 edges choose among 5 ops (`OPS`); one alpha of
-shape (6, 5) serves all 15 cells. The network (../shared/REFERENCE.md): a 3x3 conv stem (C
-channels) and BN, 3 stages of 5 cells at C, 2C, 4C channels joined by stride-2 residual blocks,
-then BN, ReLU, global average pool and a linear classifier.
+shape (6, 5) serves all 15 cells. The network (docs/reference.md, "NAS-Bench-201 search
+space"): a 3x3 conv stem (C channels) and BN, 3 stages of 5 cells at C, 2C, 4C channels joined
+by stride-2 residual blocks, then BN, ReLU, global average pool and a linear classifier.
 
     model = SearchNetwork201(channels=16, cells_per_stage=5, num_classes=10)
     logits, new = model.apply({"params": w, "batch_stats": bn}, images, {"cell": alphas},
                               train=True, mutable=["batch_stats"])
 
-Where REFERENCE.md is silent this follows the NAS-Bench-201 release's DARTS search network:
+Where the DARTS and NAS-Bench-201 papers are silent this follows the NAS-Bench-201 release's
+DARTS search network (D-X-Y/AutoDL-Projects):
 the cells' BN has no affine parameters (the residual blocks', stem's and last BN have), BN
 running statistics are kept, convolutions have no bias, `avg_pool_3x3` does not count the
 padding, and `none` is a zero that still takes its share of the softmax.
@@ -23,7 +24,7 @@ Layout for XLA: a cell stacks the weights of its 6 same-shaped edges and runs th
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -31,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from darts_jax import ops
-from darts_jax.genotypes import GenotypeError
-from darts_jax.network import ReLUConvBN
+from darts_jax import relaxations
+from darts_jax.spaces import ops
+from darts_jax.errors import GenotypeError
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NODES = 4
@@ -102,12 +103,18 @@ def init_alphas(key, scale: float = 1e-3):
   return {"cell": scale * jax.random.normal(key, (len(EDGES), len(OPS)))}
 
 
-def mixed_edge(x, weights, conv1x1, conv3x3, stats, *, train):
-  """sum_k softmax(alpha)[k] * op_k(x) over `OPS`.
+_CONVS = ("nor_conv_1x1", "nor_conv_3x3")  # their outputs share one BN call, in this order
+_MIXED = tuple(op for op in OPS if op != "none")  # `none` adds nothing
+_COLUMNS = tuple(OPS.index(op) for op in _MIXED)
+assert _COLUMNS == tuple(range(_COLUMNS[0], _COLUMNS[0] + len(_COLUMNS)))  # a slice of mix
+
+
+def mixed_edge(x, mix, conv1x1, conv3x3, stats, *, train):
+  """sum_k mix[k] * op_k(x) over `OPS`.
 
   Args:
     x: (N, H, W, C) node.
-    weights: (5,) softmax(alpha) row of the edge.
+    mix: (5,) mixing weights of the edge (softmax(alpha) in DARTS), in `OPS` order.
     conv1x1, conv3x3: (C, C) and (3, 3, C, C) kernels of nor_conv_1x1 and nor_conv_3x3.
     stats: the two convs' BN running statistics, `mean`/`var` (2, C).
   Returns:
@@ -115,12 +122,16 @@ def mixed_edge(x, weights, conv1x1, conv3x3, stats, *, train):
   """
   relu_x = jax.nn.relu(x)
   # The two conv outputs share one BN call, with statistics per op: features (2, C).
-  convs = jnp.stack([ops.pointwise(relu_x, conv1x1), ops.conv2d(relu_x, conv3x3)], axis=-2)
+  conv = {"nor_conv_1x1": lambda: ops.pointwise(relu_x, conv1x1),
+          "nor_conv_3x3": lambda: ops.conv2d(relu_x, conv3x3)}
+  convs = jnp.stack([conv[op]() for op in _CONVS], axis=-2)
   convs, (mean, var) = ops.batch_norm(convs, stats["mean"], stats["var"], train=train,
                                       feature_ndim=2)
-  outputs = jnp.stack([x, convs[..., 0, :], convs[..., 1, :], ops.avg_pool_3x3(x, 1)], -2)
-  return jnp.einsum("nhwkc,k->nhwc", outputs, weights[1:].astype(x.dtype)), {"mean": mean,
-                                                                            "var": var}
+  out = {"skip_connect": x, "avg_pool_3x3": ops.avg_pool_3x3(x, 1),
+         **{op: convs[..., i, :] for i, op in enumerate(_CONVS)}}
+  outputs = jnp.stack([out[op] for op in _MIXED], -2)
+  mix = mix[_COLUMNS[0]:_COLUMNS[-1] + 1].astype(x.dtype)
+  return jnp.einsum("nhwkc,k->nhwc", outputs, mix), {"mean": mean, "var": var}
 
 
 class SearchCell201(nn.Module):
@@ -133,8 +144,8 @@ class SearchCell201(nn.Module):
     c, e = x.shape[-1], len(EDGES)
     conv1x1 = self.param("conv1x1", ops.torch_uniform(c), (e, c, c))
     conv3x3 = self.param("conv3x3", ops.torch_uniform(9 * c), (e, 3, 3, c, c))
-    mean = self.variable("batch_stats", "mean", jnp.zeros, (e, 2, c), jnp.float32)
-    var = self.variable("batch_stats", "var", jnp.ones, (e, 2, c), jnp.float32)
+    mean = self.variable("batch_stats", "mean", jnp.zeros, (e, len(_CONVS), c), jnp.float32)
+    var = self.variable("batch_stats", "var", jnp.ones, (e, len(_CONVS), c), jnp.float32)
     nodes = jnp.zeros((NODES, *x.shape), x.dtype).at[0].set(x)
 
     def body(nodes, edge):
@@ -169,8 +180,8 @@ class ResidualReduction(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = ReLUConvBN(self.features, 3, 2, name="conv_a")(x, train)
-    y = ReLUConvBN(self.features, 3, 1, name="conv_b")(y, train)
+    y = ops.ReLUConvBN(self.features, 3, 2, name="conv_a")(x, train)
+    y = ops.ReLUConvBN(self.features, 3, 1, name="conv_b")(y, train)
     shortcut = lax.reduce_window(x, 0.0, lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4
     kernel = self.param("shortcut", ops.torch_uniform(x.shape[-1]),
                         (x.shape[-1], self.features))
@@ -183,18 +194,21 @@ class SearchNetwork201(nn.Module):
   Attributes:
     channels: C, the first stage's width (16 in the benchmark).
     cells_per_stage: N (5 in the benchmark).
+    relax: the relaxation, `relax(alpha, key) -> mixing weights` (`darts_jax.relaxations`;
+      DARTS' softmax by default).
     dtype: the compute dtype ("float32" | "bfloat16"), None for the images' dtype.
   """
 
   channels: int = 16
   cells_per_stage: int = 5
   num_classes: int = 10
+  relax: Callable = relaxations.softmax
   dtype: str | None = None
 
   @nn.compact
-  def __call__(self, images, alphas, train: bool = True):
+  def __call__(self, images, alphas, train: bool = True, relax_key=None):
     x = images if self.dtype is None else images.astype(ops.compute_dtype(self.dtype))
-    weights = jax.nn.softmax(alphas["cell"], axis=-1)
+    weights = relaxations.relax_all(self.relax, alphas, relax_key)["cell"]
     kernel = self.param("stem", ops.torch_uniform(9 * x.shape[-1]),
                         (3, 3, x.shape[-1], self.channels))
     x = ops.BatchNorm(affine=True, name="stem_bn")(ops.conv2d(x, kernel), train)
@@ -219,3 +233,31 @@ def init_supernet(model: SearchNetwork201, seed: int, image_shape=(32, 32, 3)):
   variables = jax.jit(lambda: model.init(jax.random.PRNGKey(seed), images,
                                          init_alphas(jax.random.PRNGKey(0)), train=True))()
   return variables["params"], variables["batch_stats"]
+
+
+def draw_cell(genotype, filename):
+  """Draws a NAS-Bench-201 cell: nodes 0 (input) to 3 (output), an arrow per edge whose op
+  is not `none`, labelled with the op."""
+  from darts_jax.spaces import drawing  # matplotlib, only when drawing
+
+  pos = {i: (1.6 * i, 0.0 if i in (0, NODES - 1) else (0.9 if i % 2 else -0.9))
+         for i in range(NODES)}
+  fig = drawing.figure(figsize=(2.2 * NODES, 4.0))
+  ax = fig.subplots()
+  ax.set_xlim(-0.6, 1.6 * (NODES - 1) + 0.6)
+  ax.set_ylim(-2.0, 2.0)
+  ax.axis("off")
+  ax.set_title(str(genotype), fontsize=8)
+  fig.tight_layout()
+  colours = drawing.op_colours(OPS)
+  for (to, source), op in zip(EDGES, genotype.ops):
+    if op != "none":
+      # Input to output runs straight, between the nodes above and below it.
+      rad = 0.0 if (source, to) == (0, NODES - 1) else drawing.RAD
+      drawing.arrow(ax, pos[source], pos[to], op.replace("_", " "), colours.get(op, "black"), rad)
+  for node, (x, y) in pos.items():
+    name = "input" if node == 0 else "output" if node == NODES - 1 else str(node)
+    ax.text(x, y, name, ha="center", va="center", fontsize=12, zorder=3,
+            bbox=dict(boxstyle="round", fc="lightblue" if node in (0, NODES - 1)
+                      else "lightgrey"))
+  fig.savefig(filename, dpi=100)

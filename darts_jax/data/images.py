@@ -5,7 +5,7 @@ without TensorFlow) or from a local folder in the standard CIFAR-10 binary forma
 numpy. Any other image-classification set can come from a NumPy archive
 (`--config.data.dir=/path/to/set.npz`, see `load_npz`). The whole of CIFAR-10 is 180 MB as
 uint8, so it is held in memory and batches are gathered by index; augmentation runs on the
-device, inside the jitted step (`darts_jax.augment`).
+device, inside the jitted step (`darts_jax.data.augment`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import NamedTuple
 from absl import logging
 import numpy as np
 
-from darts_jax.errors import UserError
+from darts_jax.errors import DataError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -29,10 +29,6 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 _RECORD_BYTES = 1 + 32 * 32 * 3  # label, then the red, green and blue planes
 _DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)  # where tfds fetches CIFAR-10
-
-
-class DataError(UserError):
-  """Data that is missing or malformed; the message says how to fix it."""
 
 
 class Split(NamedTuple):
