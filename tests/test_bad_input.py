@@ -154,7 +154,8 @@ def make_inputs(root):
 CASE_NAMES = ["unknown_config_key", "wrong_config_type", "unknown_op", "unknown_recurrent_op",
               "malformed_genotype_json", "missing_genotype_file", "cifar_offline",
               "ptb_missing", "cifar_record_size", "npz_image_shape", "batch_not_divisible",
-              "workdir_under_a_file", "workdir_read_only"]
+              "unknown_relaxation", "unroll_steps_with_finite_difference",
+              "unknown_exact_mode", "workdir_under_a_file", "workdir_read_only"]
 
 
 def run_case(case, workdir):
