@@ -2,6 +2,7 @@
 
 import os
 import re
+import sys
 import time
 
 from absl import app
@@ -32,13 +33,42 @@ def parse_flags(argv):
   """absl's parsing, with a bad `--config.x=y` answered in one line instead of a traceback."""
   try:
     return flags.FLAGS(argv)
+  except (OSError, SyntaxError) as e:  # config_flags runs the config file while parsing
+    raise SystemExit(_config_file_message(argv, e)) from None
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     unknown = _unknown_field(e)
     if unknown is not None:
       raise SystemExit(_unknown_field_message(argv, unknown)) from None
+    if isinstance(e, AttributeError) and "get_config" in str(e):
+      raise SystemExit(f"Bad config file: {_config_path(argv)} has no get_config() function: "
+                       "define one that returns the config (see configs/).") from None
     message = " ".join(str(e).split()).rstrip(".")  # one line, whatever the library wrote
     raise SystemExit(f"Bad command line: {message}. Check the flag, and for --config.x=y that "
                      "the config file has field x and y has its type.") from None
+
+
+def _config_path(argv):
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return "?"
+
+
+def _config_file_message(argv, error):
+  path = _config_path(argv)
+  if isinstance(error, SyntaxError):
+    return (f"Bad config file: {path}, line {error.lineno}: {error.msg}. Correct the file's "
+            "Python.")
+  # config_flags reports a file it cannot read as an OSError that quotes the first one.
+  errno = re.search(r"\[Errno \d+\] ([^:\n]+)", str(error))
+  cause = errno.group(1) if errno else (str(error).splitlines() or [""])[0]
+  if "No such file" in cause:
+    return (f"Bad command line: --config={path} does not exist: check the path (the "
+            "experiments are in configs/).")
+  return (f"Bad command line: cannot read --config={path} ({cause}): pass a config file, "
+          "such as configs/quick_search.py.")
 
 
 def _unknown_field(error):
@@ -70,7 +100,11 @@ def _unknown_field_message(argv, error):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  config = _CONFIG.value
+  try:
+    config = _CONFIG.value
+    config.get("task")  # a file that failed to load raises on first use
+  except OSError as e:  # a config file that does not exist or cannot be read
+    raise SystemExit(_config_file_message(sys.argv, e)) from None
   workdir = _WORKDIR.value
   if workdir is None:
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]

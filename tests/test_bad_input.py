@@ -7,6 +7,7 @@ about as much as a few imports of JAX.
 """
 
 import concurrent.futures
+import fcntl
 import json
 import os
 import pathlib
@@ -80,6 +81,22 @@ def make_inputs(root):
   (existing / "checkpoints" / "last" / "5").mkdir(parents=True)
   (existing / "checkpoints" / "last" / "5" / "data.bin").write_bytes(bytes(range(256)) * 4)
   (existing / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n')
+  # A workdir whose run is live: the test process holds its lock (`live_lock`).
+  (root / "live" / "checkpoints" / "last" / "7").mkdir(parents=True)
+  (root / "live" / "checkpoints" / "last" / "7" / "data.bin").write_bytes(b"live" * 64)
+  (root / "live" / "config.json").write_text("{}")
+  # Config files that do not load, and one without a task.
+  (root / "syntax.py").write_text("def get_config(:\n")
+  (root / "no_task.py").write_text("import ml_collections\n\n\ndef get_config():\n"
+                                   "  return ml_collections.ConfigDict({'seed': 0})\n")
+  (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+  boolean = json.loads(genotypes.DARTS_V2.to_json())
+  boolean["normal"][0][1] = True  # JSON true: an input index must be an integer
+  (root / "boolean_index.json").write_text(json.dumps(boolean))
+  labels = np.arange(40) % 10
+  labels[7] = 10**6  # one stray label would make a 1,000,001-way classifier
+  np.savez(root / "stray_label.npz", train_images=np.zeros((40, 8, 8, 3), np.uint8),
+           train_labels=labels)
 
   two_devices = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   cases = {
@@ -128,7 +145,7 @@ def make_inputs(root):
       "unknown_relaxation": Case(
           ["--config", "configs/quick_search.py", "--config.relaxation=sparsemax",
            f"--workdir={existing}"],
-          ("ConfigError", "--config.relaxation='sparsemax' is not one of", "softmax")),
+          ("ConfigError", "--config.relaxation='sparsemax' must be one of", "softmax")),
       "unroll_steps_with_finite_difference": Case(
           ["--config", "configs/ptb_search.py", "--config.hypergradient.unroll_steps=3",
            "--config.hypergradient.method=finite_difference", f"--workdir={existing}"],
@@ -136,13 +153,59 @@ def make_inputs(root):
       "unknown_exact_mode": Case(
           ["--config", "configs/toy_search.py", "--config.hypergradient.exact_mode=both",
            f"--workdir={existing}"],
-          ("ConfigError", "--config.hypergradient.exact_mode='both' is not one of",
+          ("ConfigError", "--config.hypergradient.exact_mode='both' must be one of",
            "forward_over_reverse")),
       "workdir_under_a_file": Case(
           ["--config", "configs/quick_search.py", f"--workdir={root}/afile/run"],
           ("WorkdirError", f"Cannot write to --workdir={root}/afile/run", "is a file",
            "pass a writable folder")),
   }
+  # Settings out of range (darts_jax/train/schema.py): each fails before anything is created.
+  settings = {
+      "negative_batch_size": ("quick_search", "batch_size=-8", "an integer >= 1"),
+      "no_cells": ("quick_search", "model.layers=0", "an integer >= 1"),
+      "negative_num_train": ("quick_search", "data.num_train=-8", "an integer >= 0"),
+      "negative_eval_examples": ("quick_search", "eval_examples=-1", "an integer >= 0"),
+      "zero_learning_rate": ("cifar_eval", "learning_rate=0.0", "a number > 0"),
+      "nan_alpha_learning_rate": ("ptb_search", "alpha_learning_rate=nan", "a number > 0"),
+      "zero_grad_clip": ("toy_search", "grad_clip=0.0", "a number > 0"),
+      "zero_epochs": ("cifar_eval", "epochs=0", "an integer >= 1"),
+      "negative_seed": ("quick_search", "seed=-1", "an integer from 0 to 2147483647"),
+      "zero_channels": ("quick_search", "model.channels=0", "an integer >= 1"),
+      "zero_every_steps": ("ptb_eval", "checkpoint.every_steps=0", "an integer >= 1"),
+      "zero_log_every": ("toy_search", "log_every=0", "an integer >= 1"),
+      "zero_keep": ("cifar_eval", "checkpoint.keep=0", "an integer >= 1"),
+      "zero_train_portion": ("quick_search", "data.train_portion=0.0", "a number in (0, 1)"),
+  }
+  for name, (config, setting, allowed) in settings.items():
+    cases[name] = Case(["--config", f"configs/{config}.py", f"--config.{setting}"],
+                       ("ConfigError", f"--config.{setting} must be {allowed}"))
+  cases.update({
+      "missing_config_file": Case(
+          ["--config", "configs/no_such_experiment.py"],
+          ("Bad command line", "--config=configs/no_such_experiment.py does not exist",
+           "configs/")),
+      "config_syntax_error": Case(
+          ["--config", f"{root}/syntax.py"],
+          ("Bad config file", f"{root}/syntax.py, line 1", "Correct the file")),
+      "config_without_task": Case(
+          ["--config", f"{root}/no_task.py"],
+          ("ConfigError", "--config.task=None is not one of", "cnn_search")),
+      "deeply_nested_genotype": Case(
+          ["--config", "configs/cifar_eval.py", f"--config.genotype={root}/deep.json"],
+          ("GenotypeError", "deep.json", "nested too deeply")),
+      "boolean_genotype_index": Case(
+          ["--config", "configs/cifar_eval.py", f"--config.genotype={root}/boolean_index.json"],
+          ("GenotypeError", "boolean_index.json", "('sep_conv_3x3', True)",
+           "can only take inputs")),
+      "npz_stray_label": Case(
+          ["--config", "configs/quick_search.py", f"--config.data.dir={root}/stray_label.npz"],
+          ("DataError", "stray_label.npz", "run up to 1000000", "no example of class 10")),
+      "workdir_in_use": Case(
+          ["--config", "configs/quick_search.py", f"--workdir={root}/live"],
+          ("WorkdirError", f"--workdir={root}/live is in use by process {os.getpid()}",
+           "another --workdir")),
+  })
   if not IS_ROOT:
     cases["workdir_read_only"] = Case(
         ["--config", "configs/quick_search.py", f"--workdir={readonly}/run"],
@@ -155,7 +218,13 @@ CASE_NAMES = ["unknown_config_key", "wrong_config_type", "unknown_op", "unknown_
               "malformed_genotype_json", "missing_genotype_file", "cifar_offline",
               "ptb_missing", "cifar_record_size", "npz_image_shape", "batch_not_divisible",
               "unknown_relaxation", "unroll_steps_with_finite_difference",
-              "unknown_exact_mode", "workdir_under_a_file", "workdir_read_only"]
+              "unknown_exact_mode", "workdir_under_a_file", "workdir_read_only",
+              "negative_batch_size", "no_cells", "negative_num_train", "negative_eval_examples",
+              "zero_learning_rate", "nan_alpha_learning_rate", "zero_grad_clip", "zero_epochs",
+              "negative_seed", "zero_channels", "zero_every_steps", "zero_log_every",
+              "zero_keep", "zero_train_portion", "missing_config_file", "config_syntax_error",
+              "config_without_task", "deeply_nested_genotype", "boolean_genotype_index",
+              "npz_stray_label", "workdir_in_use"]
 
 
 def run_case(case, workdir):
@@ -176,14 +245,21 @@ def catalogue(tmp_path_factory):
   root = tmp_path_factory.mktemp("bad_input")
   cases = make_inputs(root)
   assert set(cases) == set(CASE_NAMES) - ({"workdir_read_only"} if IS_ROOT else set())
-  before = snapshot(root / "existing")
-  # A few at a time: each run is mostly Python importing JAX, on the CI machine's 2 cores.
-  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-    futures = {name: pool.submit(run_case, case, root / "workdirs" / name)
-               for name, case in cases.items()}
-    results = {name: future.result() for name, future in futures.items()}
+  before = {name: snapshot(root / name) for name in ("existing", "live")}
+  # The live run's lock, held by this process as by the run it stands for.
+  lock = os.open(root / "live" / tasks.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+  fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  os.write(lock, f"{os.getpid()}\n".encode())
+  try:
+    # A few at a time: each run is mostly Python importing JAX, on the CI machine's 2 cores.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+      futures = {name: pool.submit(run_case, case, root / "workdirs" / name)
+                 for name, case in cases.items()}
+      results = {name: future.result() for name, future in futures.items()}
+  finally:
+    os.close(lock)
   (root / "readonly").chmod(0o700)  # so pytest can clean up
-  return cases, results, root / "existing", before
+  return cases, results, root, before
 
 
 def message_lines(output):
@@ -219,15 +295,26 @@ def test_bad_input_gets_one_line(catalogue, name):
   assert result.seconds < 60, f"{name} took {result.seconds:.0f} s: it should fail at once"
 
 
-def test_bad_input_leaves_an_existing_workdir_as_it_was(catalogue):
-  cases, results, existing, before = catalogue
-  assert "--workdir=" + str(existing) in cases["unknown_op"].args
-  assert "--workdir=" + str(existing) in cases["batch_not_divisible"].args
-  assert results["unknown_op"].returncode and results["batch_not_divisible"].returncode
-  after = snapshot(existing)
-  assert sorted(after) == sorted(before)  # nothing added, nothing removed
-  for path, content in before.items():
+@pytest.mark.parametrize("folder,case", [("existing", "unknown_op"),
+                                         ("existing", "batch_not_divisible"),
+                                         ("live", "workdir_in_use")])
+def test_bad_input_leaves_an_existing_workdir_as_it_was(catalogue, folder, case):
+  cases, results, root, before = catalogue
+  assert "--workdir=" + str(root / folder) in cases[case].args
+  assert results[case].returncode
+  after = snapshot(root / folder)
+  after.pop(tasks.LOCK_FILE, None)  # the run's own lock file, if it got that far
+  assert sorted(after) == sorted(before[folder])  # nothing added, nothing removed
+  for path, content in before[folder].items():
     assert after[path] == content, f"{path} changed"
+
+
+def test_bad_input_leaves_no_new_workdir(catalogue):
+  cases, results, root, _ = catalogue
+  for name, case in cases.items():
+    if not any(a.startswith("--workdir") for a in case.args):
+      assert results[name].returncode
+      assert not (root / "workdirs" / name).exists(), f"{name} left its new workdir behind"
 
 
 # --- The NumPy-archive loader, in process ------------------------------------------------------
@@ -320,3 +407,46 @@ def test_workdir_probe_names_the_cause(tmp_path, monkeypatch):
     tasks.check_workdir(str(tmp_path))
   assert str(error.value) == (f"Cannot write to --workdir={tmp_path} (Permission denied): "
                               "pass a writable folder.")
+
+
+# --- One workdir, one process; Ctrl-C before the checkpoints open; a damaged metrics file ----
+
+def test_a_second_process_on_a_workdir_is_refused(tmp_path):
+  with tasks.lock_workdir(str(tmp_path)):
+    # A second open file description, as another process would have: flock refuses it too.
+    with pytest.raises(WorkdirError, match=f"is in use by process {os.getpid()} "):
+      with tasks.lock_workdir(str(tmp_path)):
+        pass
+  with tasks.lock_workdir(str(tmp_path)):  # released when the run ends
+    pass
+
+
+def test_ctrl_c_outside_the_run_loop_is_one_line(tmp_path, monkeypatch, capsys):
+  def interrupted(config, workdir):
+    raise KeyboardInterrupt
+
+  module = type(sys)("interrupted_task")
+  module.train_and_evaluate = interrupted
+  monkeypatch.setitem(sys.modules, "interrupted_task", module)
+  monkeypatch.setitem(tasks.TASKS, "toy_search", "interrupted_task:train_and_evaluate")
+  from configs import toy_search
+
+  with pytest.raises(SystemExit) as stop:
+    tasks.run(toy_search.get_config(), str(tmp_path / "run"))
+  assert stop.value.code == 130
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("Interrupted (Ctrl-C): stopped without saving")
+
+
+def test_a_damaged_metrics_file_is_repaired_with_a_warning(tmp_path, capsys):
+  from darts_jax.train.metrics import MetricWriter
+
+  (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 1, "loss": 1.0}\n\xff\xfe garbage\n'
+                                           b'{"step": 2, "loss": 0.5}\n{"step": 9, "loss": 0}\n'
+                                           b'{"step": 3, "lo')  # the last: cut by a kill
+  writer = MetricWriter(str(tmp_path), resume_step=2)
+  writer.write(3, {"loss": 0.25})
+  writer.close()
+  steps = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert steps == [1, 2, 3]
+  assert "metrics.jsonl: dropped 1 unreadable line(s)." in capsys.readouterr().err

@@ -95,47 +95,206 @@ def test_an_unreadable_checkpoint_is_set_aside_and_the_previous_used(tmp_path, c
 
 
 def flip_a_byte(step_dir):
-  path = next(p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d")
+  path = next(p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d")
   data = bytearray(path.read_bytes())
   data[len(data) // 2] ^= 0xFF
   path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", "truncated, no checksums"])
-def test_damage_is_found_by_checksum_or_by_orbax(tmp_path, capsys, damage):
+def write_manifest(step_dir, manifest):
+  (step_dir / checkpoints._CHECKSUMS).write_text(json.dumps(manifest))
+
+
+def manifest_of(step_dir):
+  return json.loads((step_dir / checkpoints._CHECKSUMS).read_text())
+
+
+# Each damage to the newest of two checkpoints: the restore must use the older one, say why in
+# one warning, and set the damaged one aside. "no checksums, flipped byte" is a kill between
+# Orbax's save and the manifest followed by a bit flip, which Orbax alone restores silently.
+DAMAGES = {
+    "flipped byte": (flip_a_byte, "does not match its checksum"),
+    "no checksums, flipped byte": (
+        lambda d: ((d / checkpoints._CHECKSUMS).unlink(), flip_a_byte(d)), "no checksum file"),
+    "no checksums, intact": (lambda d: (d / checkpoints._CHECKSUMS).unlink(), "no checksum file"),
+    "names /dev/zero": (lambda d: write_manifest(d, {**manifest_of(d), "/dev/zero": "0" * 64}),
+                        "names '/dev/zero', outside the step folder"),
+    "names ../..": (lambda d: write_manifest(d, {**manifest_of(d), "../../config.json": "0" * 64}),
+                    "outside the step folder"),
+    "a link": (lambda d: (d / "link").symlink_to("/dev/zero"), "link is not in its checksum file"),
+    "a listed link": (lambda d: ((d / "link").symlink_to(d / "_CHECKPOINT_METADATA"),
+                                 write_manifest(d, {**manifest_of(d), "link": "0" * 64})),
+                      "link is not a regular file"),
+    "a listed link out": (lambda d: ((d / "link").symlink_to("/dev/zero"),
+                                     write_manifest(d, {**manifest_of(d), "link": "0" * 64})),
+                          "names 'link', outside the step folder"),
+    "manifest a list": (lambda d: write_manifest(d, [1, 2]), "not a map of file names"),
+    "manifest of numbers": (lambda d: write_manifest(d, {k: 1 for k in manifest_of(d)}),
+                            "not a map of file names"),
+    "manifest cut short": (lambda d: (d / checkpoints._CHECKSUMS).write_text('{"a": '),
+                           "checksum file is unreadable"),
+    "a file missing": (lambda d: next(p for p in (d / "state").rglob("*") if p.is_file()
+                                      and p.parent.name == "d").unlink(), "is missing"),
+    "an extra file": (lambda d: (d / "state" / "extra").write_text("x"),
+                      "state/extra is not in its checksum file"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_checkpoint_is_trusted_only_with_a_complete_manifest(tmp_path, capsys, damage):
   save_steps(tmp_path, [2, 4])
   step_dir = tmp_path / "checkpoints" / "last" / "4"
-  if damage == "flipped byte":  # same size: only the checksum notices
-    flip_a_byte(step_dir)
-  else:  # as if killed between Orbax's save and the checksums: Orbax's read fails
-    (step_dir / checkpoints._CHECKSUMS).unlink()
-    truncate_arrays(step_dir)
+  do, cause = DAMAGES[damage]
+  do(step_dir)
   with checkpoints.RunCheckpoints(str(tmp_path), make_config()) as ckpt:
     state, meta = ckpt.restore(make_state(0))
   assert meta["step"] == 2 and tree_equal(state, make_state(2))
-  err = capsys.readouterr().err
-  assert "checkpoint at step 4 is unreadable (" in err
-  assert ("does not match its checksum" in err) == (damage == "flipped byte")
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "checkpoint at step 4 is unreadable (" in err[0], err
+  assert cause in err[0], err
+  assert (tmp_path / "checkpoints" / "unreadable" / "4").is_dir()  # set aside, not deleted
 
 
-def test_no_readable_checkpoint_is_an_error_that_touches_nothing(tmp_path):
+def test_without_any_manifest_the_run_starts_over_unless_told_to_trust(tmp_path, capsys):
+  save_steps(tmp_path / "a", [2])
+  (tmp_path / "a" / "checkpoints" / "last" / "2" / checkpoints._CHECKSUMS).unlink()
+  shutil.copytree(tmp_path / "a", tmp_path / "b")
+  with checkpoints.RunCheckpoints(str(tmp_path / "a"), make_config()) as ckpt:
+    assert ckpt.restore(make_state(0)) is None  # a fresh start
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("warning: checkpoint at step 2 has no checksum "
+                                             "file"), err
+  assert "trust_unverified=True" in err[0]
+  assert (tmp_path / "a" / "checkpoints" / "unreadable" / "2" / "state").is_dir()  # kept
+  with checkpoints.RunCheckpoints(str(tmp_path / "b"), make_config(trust_unverified=True)) \
+      as ckpt:
+    state, meta = ckpt.restore(make_state(0))
+  assert meta["step"] == 2 and tree_equal(state, make_state(2))
+  assert "warning: no checkpoint has complete checksums; resuming from step 2" in (
+      capsys.readouterr().err)
+
+
+def test_a_kill_during_a_deletion_leaves_no_half_deleted_step(tmp_path):
   save_steps(tmp_path, [2, 4])
-  for step in (2, 4):
-    truncate_arrays(tmp_path / "checkpoints" / "last" / str(step))
+  # What a kill during `_discard`'s rmtree leaves: part of a folder, out of sight.
+  half = tmp_path / "checkpoints" / ".trash" / "last-0-123"
+  (half / "state").mkdir(parents=True)
+  with checkpoints.RunCheckpoints(str(tmp_path), make_config()) as ckpt:
+    assert ckpt.restore(make_state(0))[1]["step"] == 4
+    ckpt.save(6, make_state(6), {})
+    assert ckpt.steps == [4, 6]
+  assert not (tmp_path / "checkpoints" / ".trash").exists()
+
+
+def test_a_failed_save_is_one_line_and_keeps_the_previous_step(tmp_path, monkeypatch):
+  with checkpoints.RunCheckpoints(str(tmp_path), make_config()) as ckpt:
+    ckpt.save(2, make_state(2), {})
+
+    def full(*args, **kwargs):
+      raise RuntimeError("save failed") from OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt._manager, "save", full)
+    with pytest.raises(checkpoints.CheckpointError) as error:
+      ckpt.save(4, make_state(4), {})
+  assert str(error.value).startswith("Could not save the checkpoint at step 4 (No space left "
+                                     "on device); the one at step 2 is kept")
+  assert sorted(p.name for p in (tmp_path / "checkpoints" / "last").iterdir()) == ["2"]
+
+
+def test_a_vanished_workdir_during_a_save_is_one_line(tmp_path, monkeypatch):
+  original = checkpoints._write_checksums
+
+  def vanish_first(step_dir):  # the workdir deleted between Orbax's write and the manifest
+    shutil.rmtree(tmp_path / "run")
+    original(step_dir)
+
+  with pytest.raises(checkpoints.CheckpointError, match=r"^Could not save the checkpoint at "
+                     r"step 4 \(No such file or directory\); the one at step 2 is kept"):
+    with checkpoints.RunCheckpoints(str(tmp_path / "run"), make_config()) as ckpt:
+      ckpt.save(2, make_state(2), {})
+      monkeypatch.setattr(checkpoints, "_write_checksums", vanish_first)
+      ckpt.save(4, make_state(4), {})
+
+
+def test_best_checkpoints_are_verified_and_a_damaged_one_is_not_resumed_from(tmp_path, capsys):
+  with checkpoints.RunCheckpoints(str(tmp_path), make_config(), best=True) as ckpt:
+    ckpt.save_best(2, {"w": jnp.ones(3)})
+    ckpt.save(2, make_state(2), {"best_step": 2})
+    ckpt.save_best(4, {"w": jnp.ones(3) * 4})
+    ckpt.save(4, make_state(4), {"best_step": 4})
+  best = tmp_path / "checkpoints" / "best"
+  assert (best / "4" / checkpoints._CHECKSUMS).is_file()
+  flip_a_byte(best / "4")
+  with checkpoints.RunCheckpoints(str(tmp_path), make_config(), best=True) as ckpt:
+    state, meta = ckpt.restore(make_state(0))
+    assert meta["best_step"] == 2  # the newest checkpoint whose best weights are intact
+    np.testing.assert_array_equal(ckpt.restore_best({"w": jnp.zeros(3)}, step=2)["w"], 1.0)
+    with pytest.raises(checkpoints.Damaged, match="checkpoints/best/4.*does not match"):
+      ckpt.restore_best({"w": jnp.zeros(3)}, step=4)
+  assert "checkpoints/best/4, cannot be used" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage,words", [
+    ("list", "config.json is unreadable (a JSON list, not a config)"),
+    ("missing", "holds checkpoints but no config.json"),
+    ("last a file", "checkpoints/last is a file"),
+])
+def test_a_damaged_config_record_or_folder_is_one_line_that_touches_nothing(tmp_path, damage,
+                                                                           words):
+  save_steps(tmp_path, [2])
+  if damage == "list":
+    (tmp_path / "config.json").write_text("[1, 2]")
+  elif damage == "missing":
+    (tmp_path / "config.json").unlink()
+  else:
+    shutil.rmtree(tmp_path / "checkpoints" / "last")
+    (tmp_path / "checkpoints" / "last").write_text("x")
   before = files_digest(tmp_path)
-  with pytest.raises(checkpoints.CheckpointError, match="No checkpoint in .* reads back"):
-    with checkpoints.RunCheckpoints(str(tmp_path), make_config()) as ckpt:
-      ckpt.restore(make_state(0))
+  with pytest.raises(checkpoints.CheckpointError) as error:
+    checkpoints.RunCheckpoints(str(tmp_path), make_config())
+  assert words in str(error.value) and "\n" not in str(error.value)
   assert files_digest(tmp_path) == before
 
 
-def test_partial_writes_of_a_killed_save_are_removed(tmp_path):
+def test_a_missing_config_record_resumes_when_asked(tmp_path, capsys):
   save_steps(tmp_path, [2])
-  partial = tmp_path / "checkpoints" / "last" / "4.orbax-checkpoint-tmp-1234"
-  (partial / "state").mkdir(parents=True)
-  with checkpoints.RunCheckpoints(str(tmp_path), make_config()) as ckpt:
+  (tmp_path / "config.json").unlink()
+  with checkpoints.RunCheckpoints(str(tmp_path), make_config(resume_changed=True)) as ckpt:
     assert ckpt.restore(make_state(0))[1]["step"] == 2
-  assert not partial.exists()
+  assert "config.json is missing; resuming with this command's config" in (
+      capsys.readouterr().err)
+  assert (tmp_path / "config.json").is_file()
+
+
+def test_a_failed_resume_of_a_changed_config_keeps_the_record(tmp_path):
+  save_steps(tmp_path, [2])
+  record = (tmp_path / "config.json").read_bytes()
+  changed = make_config(resume_changed=True)
+  changed.learning_rate = 0.2
+  other_shape = make_state(0)._replace(weights={"w": jnp.zeros((5, 5)), "b": jnp.ones(3)})
+  with pytest.raises(checkpoints.CheckpointError, match="does not fit the changed settings"):
+    with checkpoints.RunCheckpoints(str(tmp_path), changed) as ckpt:
+      ckpt.restore(other_shape)
+  assert (tmp_path / "config.json").read_bytes() == record  # the config that ran
+  # A changed config that does resume keeps the earlier record beside the new one.
+  with checkpoints.RunCheckpoints(str(tmp_path), changed) as ckpt:
+    ckpt.restore(make_state(0))
+  assert (tmp_path / "config.previous.json").read_bytes() == record
+  assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 0.2
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+  import signal
+
+  with checkpoints.RunCheckpoints(str(tmp_path), make_config()) as ckpt:
+    ckpt._on_signal(signal.SIGINT, None)
+    assert ckpt.preempted
+    with pytest.raises(KeyboardInterrupt):
+      ckpt._on_signal(signal.SIGINT, None)
+    with pytest.raises(checkpoints.Preempted, match="^Ctrl-C: saved the checkpoint at step 3") \
+        as stop:
+      ckpt.stop(3)
+  assert stop.value.exit_status == 130
 
 
 def test_resuming_with_another_config_is_refused_unless_asked(tmp_path, capsys):
@@ -241,3 +400,59 @@ def test_nan_mid_run_stops_with_one_line_and_keeps_the_checkpoints(finished_run,
 def checkpoints_state(workdir, step):
   path = workdir / "checkpoints" / "last" / str(step) / "state"
   return ocp.StandardCheckpointer().restore(path)
+
+
+def test_damaged_best_weights_through_main_fall_back_and_finish_the_same(finished_run,
+                                                                         tmp_path):
+  workdir = copy_run(finished_run, tmp_path)
+  best = sorted(int(p.name) for p in (workdir / "checkpoints" / "best").iterdir())
+  assert len(best) == 2, best  # each epoch improved: its weights at its end
+  flip_a_byte(workdir / "checkpoints" / "best" / str(best[-1]))
+  out = ptb_eval(workdir, finished_run[1], "--config.epochs=2")
+  assert out.returncode == 0, out.stderr
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  assert lines and all(f"checkpoints/best/{best[-1]}, cannot be used" in l for l in lines), \
+      out.stderr
+  # It resumed from a checkpoint of the second epoch, before its best weights were saved, and
+  # ended where the first run did, bit for bit.
+  first = json.loads((finished_run[0] / "summary.json").read_text())
+  assert json.loads((workdir / "summary.json").read_text()) == first
+
+
+def damage_config_list(workdir):
+  (workdir / "config.json").write_text("[1, 2]")
+
+
+def damage_config_missing(workdir):
+  (workdir / "config.json").unlink()
+
+
+def damage_last_a_file(workdir):
+  shutil.move(workdir / "checkpoints" / "last", workdir / "last.moved")
+  (workdir / "checkpoints" / "last").write_text("not a folder")
+
+
+def damage_metrics_a_folder(workdir):
+  (workdir / "metrics.jsonl").unlink()
+  (workdir / "metrics.jsonl").mkdir()
+
+
+@pytest.mark.parametrize("damage,words", [
+    (damage_config_list, "CheckpointError: {w}/config.json is unreadable (a JSON list"),
+    (damage_config_missing, "CheckpointError: --workdir={w} holds checkpoints but no "
+                            "config.json"),
+    (damage_last_a_file, "CheckpointError: {w}/checkpoints/last is a file"),
+    (damage_metrics_a_folder, "WorkdirError: {w}/metrics.jsonl is not a file"),
+])
+def test_a_damaged_workdir_file_through_main_is_one_line(finished_run, tmp_path, damage, words):
+  workdir = copy_run(finished_run, tmp_path)
+  damage(workdir)
+  before = files_digest(workdir)
+  out = ptb_eval(workdir, finished_run[1], "--config.epochs=2")
+  assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(words.format(w=workdir)), out.stderr
+  after = files_digest(workdir)
+  after.pop(".darts_jax.lock", None)
+  before.pop(".darts_jax.lock", None)
+  assert after == before

@@ -16,7 +16,7 @@ import pytest
 from configs import cifar_eval, imagenet_eval
 from darts_jax.data import augment
 from darts_jax.train import cnn_eval
-from darts_jax.errors import NonFiniteLossError
+from darts_jax.errors import ConfigError, NonFiniteLossError
 from darts_jax.train.metrics import EpochProgress
 from tests.helpers import override
 from tests.test_imagenet_input import jpeg
@@ -161,3 +161,23 @@ def test_imagenet_training_on_a_tiny_image_folder(tmp_path):
   assert summary["final_test_top5_accuracy"] == 1.0  # 3 classes: the top 5 holds them all
   metrics = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
   assert np.isfinite(metrics["train_loss"]) and metrics["learning_rate"] == pytest.approx(0.1)
+
+
+def test_data_without_a_test_split_trains_and_reports_no_test_accuracy(tmp_path):
+  """An .npz of train_* arrays only: no NaN accuracy, no "error 200%", JSON null instead."""
+  rng = np.random.default_rng(0)
+  np.savez(tmp_path / "train_only.npz", train_labels=np.arange(16) % 2,
+           train_images=rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8))
+  config = tiny(cifar_eval.get_config(), **{"data.dir": str(tmp_path / "train_only.npz"),
+                                            "epochs": 1, "model.layers": 3,
+                                            "model.channels": 2, "augment.cutout": 0})
+  with pytest.raises(ConfigError, match="auxiliary head needs images of at least 29x29, and "
+                                        "these are 8x8"):
+    cnn_eval.train_and_evaluate(config, str(tmp_path / "run"))
+  config.model.auxiliary_weight = 0.0
+  summary = cnn_eval.train_and_evaluate(config, str(tmp_path / "run"))
+  assert summary["final_test_accuracy"] is None and summary["best_test_accuracy"] is None
+  text = (tmp_path / "run" / "summary.json").read_text()
+  assert "NaN" not in text and json.loads(text)["final_test_accuracy"] is None
+  assert not (tmp_path / "run" / "checkpoints" / "best").exists() or not any(
+      (tmp_path / "run" / "checkpoints" / "best").iterdir())

@@ -85,7 +85,7 @@ def test_toy_search_through_main(tmp_path):
 
 @pytest.mark.parametrize("override,message", [
     ("--config.no_such_key=1", "no_such_key"),
-    ("--config.task=nope", "Unknown task 'nope'"),
+    ("--config.task=nope", "ConfigError: --config.task='nope' is not one of"),
 ])
 def test_main_rejects_bad_config(tmp_path, override, message):
   out = run_main("--config", "configs/toy_search.py", f"--workdir={tmp_path}", override)

@@ -49,9 +49,11 @@ def start(workdir, env, *extra):
 
 
 def checkpoint_steps(workdir):
+  """The complete checkpoints: those whose checksum manifest is written."""
   folder = pathlib.Path(workdir) / "checkpoints" / "last"
-  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() \
-      else []
+  return sorted(int(p.name) for p in folder.iterdir()
+                if p.name.isdigit() and (p / checkpoints._CHECKSUMS).exists()) \
+      if folder.is_dir() else []
 
 
 def signal_after_checkpoint(process, workdir, after_step, signum, timeout=300):
@@ -101,12 +103,14 @@ def test_killed_and_preempted_search_resumes_bit_for_bit(tmp_path, env):
   assert not (run / "genotype.json").exists()  # killed before the end
   killed_at = max(checkpoint_steps(run))
 
-  # Restarted with the same command, then preempted: SIGTERM saves where it stands.
-  code, out, err = signal_after_checkpoint(start(run, env), run, killed_at, signal.SIGTERM)
+  # Restarted with the same command, then Ctrl-C: like SIGTERM (which the in-process tests
+  # below send), it saves where it stands, in one line after the notice, with status 130.
+  code, out, err = signal_after_checkpoint(start(run, env), run, killed_at, signal.SIGINT)
   assert f"resuming from the checkpoint at step {killed_at}" in out
-  assert code == 143 and "Traceback" not in err, err
-  message = err.strip().splitlines()[-1]
-  assert message.startswith("Preempted: SIGTERM received: saved the checkpoint at step ")
+  assert code == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+  notice, message = err.strip().splitlines()[-2:]
+  assert notice.startswith("Ctrl-C: stopping after this step, once its checkpoint is saved")
+  assert message.startswith("Preempted: Ctrl-C: saved the checkpoint at step ")
   stopped_at = int(message.split("at step ")[1].split()[0])
   assert stopped_at in checkpoint_steps(run) and stopped_at > killed_at
   assert stopped_at < 18, "preempted too late to test anything"

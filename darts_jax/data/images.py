@@ -157,6 +157,15 @@ def load_npz(path: str) -> Dataset:
                     f"and plain arrays, train_images {_NPZ_FORM} and train_labels (N,).") from None
   train = _npz_split(path, arrays["train_images"], arrays["train_labels"], "train")
   num_classes = max(int(train.labels.max()) + 1, 2)
+  # The classifier's width is the largest label + 1: a stray label (10^6 for 10 classes)
+  # would make it a million-way classifier, so every class up to it must have examples.
+  present = np.unique(train.labels)
+  if len(present) != int(train.labels.max()) + 1:
+    missing = np.setdiff1d(np.arange(int(train.labels.max()) + 1), present, assume_unique=True)
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    raise DataError(f"{path}: train_labels run up to {train.labels.max()} but have no "
+                    f"example of class {missing[0]}{more}; expected labels 0..K-1 with every "
+                    "class present.")
   if test_keys:
     test = _npz_split(path, arrays["test_images"], arrays["test_labels"], "test")
     if test.images.shape[1:] != train.images.shape[1:]:

@@ -27,6 +27,12 @@ def from_name_or_file(spec: str, registry: dict, from_json, what: str):
       return from_json(text)
     except GenotypeError as e:  # its message says what is wrong; this says where
       raise GenotypeError(f"{spec}: {e}") from None
+    except RecursionError:  # json.loads of "[[[[...": nesting deeper than Python's stack
+      raise GenotypeError(f"{spec}: the genotype JSON is malformed (nested too deeply); use "
+                          "the genotype.json a search wrote.") from None
+    except (ValueError, KeyError, TypeError) as e:  # a parser that does not wrap its errors
+      raise GenotypeError(f"{spec}: the genotype JSON is malformed ({e}); use the "
+                          "genotype.json a search wrote.") from None
   raise GenotypeError(f"Unknown {what} {spec!r}; use one of {', '.join(registry)} or a path "
                       "to a genotype.json.")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import time
 from typing import Any, Callable, NamedTuple
@@ -33,7 +34,6 @@ from darts_jax.bilevel import cosine_per_epoch
 from darts_jax.data import augment
 from darts_jax.data import images as data
 from darts_jax.errors import ConfigError
-from darts_jax.spaces import ops
 from darts_jax.spaces.darts_cnn.genotypes import genotype_from_name_or_file
 from darts_jax.spaces.darts_cnn.network import (NetworkCIFAR, NetworkImageNet, count_mult_adds,
                                                 count_params, init_network)
@@ -56,7 +56,7 @@ def learning_rate_schedule(config, steps_per_epoch: int):
   lr * decay^e (the official StepLR(1, gamma=0.97)).
   """
   if config.lr_schedule == "cosine":
-    return cosine_per_epoch(config.learning_rate, config.get("learning_rate_min", 0.0),
+    return cosine_per_epoch(config.learning_rate, config.learning_rate_min,
                             config.epochs, steps_per_epoch)
   return lambda count: config.learning_rate * config.lr_decay ** (count // steps_per_epoch)
 
@@ -88,8 +88,8 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
 
 def make_train_step(model, optimizer, config, mean, std):
   """`step(state, key, batch, drop_path_rate) -> (state, metrics)`, not yet jitted."""
-  crop_flip = config.augment.get("crop_flip", False)
-  cutout = config.augment.get("cutout", 0)
+  crop_flip = config.augment.crop_flip
+  cutout = config.augment.cutout
   aux_weight = config.model.auxiliary_weight
 
   def step(state: TrainState, key, batch, drop_path_rate):
@@ -137,17 +137,6 @@ def make_eval_step(model, mean, std):
     return jnp.sum(losses * mask), jnp.sum(correct1 * mask), jnp.sum(correct5 * mask)
 
   return eval_step
-
-
-def _check(config):
-  """Config values with a fixed set of choices, checked before anything loads or compiles."""
-  if config.lr_schedule not in SCHEDULES:
-    raise ConfigError(f"--config.lr_schedule={config.lr_schedule!r} is not one of "
-                      f"{', '.join(SCHEDULES)}.")
-  ops.compute_dtype(config.model.dtype)  # a ConfigError for an unknown one
-  for name in ("batch_size", "epochs"):
-    if config[name] <= 0:
-      raise ConfigError(f"--config.{name}={config[name]} must be positive.")
 
 
 class ImageData(NamedTuple):
@@ -204,13 +193,19 @@ def load_data(config) -> ImageData:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config.genotype` from scratch; returns the final summary."""
-  _check(config)
   genotype = genotype_from_name_or_file(config.genotype)
   images = load_data(config)
   steps_per_epoch = images.steps_per_epoch
   if not steps_per_epoch:
     raise data.DataError(f"--config.batch_size={config.batch_size} is larger than the "
                          "training split: lower it.")
+  side = (images.image_shape[0] + 3) // 4  # the CIFAR network's map after two reductions
+  if config.model.auxiliary_weight and not images.host_local and side < 8:
+    # Its 5x5 pool (stride 3) and 2x2 convolution need at least 8x8 there.
+    raise ConfigError(f"--config.model.auxiliary_weight={config.model.auxiliary_weight}: the "
+                      "auxiliary head needs images of at least 29x29, and these are "
+                      f"{images.image_shape[0]}x{images.image_shape[1]}: set "
+                      "--config.model.auxiliary_weight=0.")
 
   model = build_model(config, genotype, images.num_classes)
   variables = init_network(model, config.seed, images.image_shape)
@@ -224,7 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"{params_count:,} parameters (+{aux_count:,} in the auxiliary head), "
         f"{mult_adds / 1e6:.0f}M mult-adds per image\n"
         f"training {config.epochs} epochs of {steps_per_epoch} steps, batch {config.batch_size}; "
-        f"testing on {images.num_test} images", flush=True)
+        + (f"testing on {images.num_test} images" if images.num_test else
+           "the data has no test split: no test evaluation"), flush=True)
 
   # Data parallel over every device of every host: the state replicated, batches split.
   mesh = parallel.data_mesh()
@@ -260,22 +256,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def end_of_epoch(state, epoch, step, progress, ckpt):
     train_seconds = time.perf_counter() - progress.started
-    test = evaluate(eval_step, state, map(shard, images.test_batches()), images.num_test)
+    # Without a test split (an .npz of train_* arrays) there is nothing to evaluate.
+    test = (evaluate(eval_step, state, map(shard, images.test_batches()), images.num_test)
+            if images.num_test else NO_TEST)
     is_best = bool(test["accuracy"] > run["best"])
     run.update(best=max(run["best"], test["accuracy"]), test=test)
     if is_best:
       ckpt.save_best(step // steps_per_epoch, {"params": state.params,
                                                "batch_stats": state.batch_stats})
     scalars = {"train_loss": progress.loss, "train_accuracy": progress.accuracy,
-               **{f"test_{k}": v for k, v in test.items()},
+               **{f"test_{k}": v for k, v in test.items() if images.num_test},
                "learning_rate": float(schedule(epoch * steps_per_epoch)),
                "drop_path_rate": float(drop_path_rate(epoch)),
                "train_images_per_second": (steps_per_epoch - progress.start) * config.batch_size
                                           / train_seconds}
+    tested = (f" | test loss {test['loss']:.4f} acc {test['accuracy']:.4f} top-5 "
+              f"{test['top5_accuracy']:.4f}{' (best)' * is_best}") if images.num_test else ""
     report = lambda s: (
         f"epoch {epoch + 1}/{config.epochs}: train loss {s['train_loss']:.4f} acc "
-        f"{s['train_accuracy']:.4f} | test loss {test['loss']:.4f} acc {test['accuracy']:.4f} "
-        f"top-5 {test['top5_accuracy']:.4f}{' (best)' * is_best} | lr "
+        f"{s['train_accuracy']:.4f}{tested} | lr "
         f"{s['learning_rate']:.5f} drop path {s['drop_path_rate']:.3f} | "
         f"{s['train_images_per_second']:.1f} img/s")
     return loop.EpochEnd(state, scalars, {"best": run["best"], "test": test}, report)
@@ -294,13 +293,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "mult_adds": mult_adds, "epochs": config.epochs,
              "final_test_accuracy": test["accuracy"], "best_test_accuracy": best,
              "final_test_top5_accuracy": test["top5_accuracy"]}
+  if not images.num_test:  # JSON null, not NaN
+    summary.update(final_test_accuracy=None, best_test_accuracy=None,
+                   final_test_top5_accuracy=None)
   if parallel.is_primary():
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2)
-  print(f"done: {params_count / 1e6:.2f}M parameters, {mult_adds / 1e6:.0f}M mult-adds; test "
-        f"accuracy {test['accuracy']:.4f} final, {best:.4f} best (error {100 * (1 - best):.2f}%)"
-        f"\nwrote {workdir}/checkpoints/{{last,best}}, summary.json, metrics.jsonl", flush=True)
+  tested = (f"test accuracy {test['accuracy']:.4f} final, {best:.4f} best (error "
+            f"{100 * (1 - best):.2f}%)") if images.num_test else "no test split"
+  print(f"done: {params_count / 1e6:.2f}M parameters, {mult_adds / 1e6:.0f}M mult-adds; "
+        f"{tested}\nwrote {workdir}/checkpoints/{{last,best}}, summary.json, metrics.jsonl", flush=True)
   return summary
+
+
+NO_TEST = {"loss": math.nan, "accuracy": -1.0, "top5_accuracy": math.nan}
 
 
 def evaluate(eval_step, state: TrainState, batches, num_examples: int) -> dict:

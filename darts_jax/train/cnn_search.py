@@ -36,8 +36,6 @@ from darts_jax.data import augment
 from darts_jax.data import images as data
 from darts_jax.errors import ConfigError
 from darts_jax.spaces import drawing
-from darts_jax.spaces.darts_cnn.supernet import REMAT_POLICIES
-from darts_jax.spaces.ops import COMPUTE_DTYPES
 from darts_jax.train import loop, parallel
 
 
@@ -80,12 +78,7 @@ def make_optimizers(config, steps_per_epoch: int) -> bilevel.BilevelOptimizers:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the search described by `config`; returns the final genotype and metrics."""
-  # Checked before the data loads and the step compiles, so a typo costs no time.
-  space = spaces.get(config.search_space)
-  for name, value, allowed in (("model.remat", config.model.remat, REMAT_POLICIES),
-                               ("model.dtype", config.model.dtype, COMPUTE_DTYPES)):
-    if value not in allowed:
-      raise ConfigError(f"--config.{name}={value!r} is not one of {', '.join(allowed)}.")
+  space = spaces.get(config.search_space)  # config checked by tasks.preflight (schema.py)
   dataset = data.load(config.data)
   train = dataset.train
   if config.data.get("num_train"):
@@ -98,8 +91,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   weights, batch_stats = space.init(model, config.seed, train.images.shape[1:])
   alphas = space.init_alphas(jax.random.PRNGKey(config.seed))
   if config.batch_size > min(len(weight_half.labels), len(alpha_half.labels)):
-    raise ConfigError(f"--config.batch_size={config.batch_size} is larger than a half of the "
-                      f"training split ({len(alpha_half.labels)} images): lower it.")
+    half, size = min((("weight", len(weight_half.labels)), ("alpha", len(alpha_half.labels))),
+                     key=lambda h: h[1])
+    raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the {half} half "
+                      f"of the training split ({size} images, --config.data.train_portion="
+                      f"{config.data.train_portion}): lower the batch size or use more data.")
   steps_per_epoch = len(weight_half.labels) // config.batch_size
   opts = make_optimizers(config, steps_per_epoch)
   state = bilevel.init_search_state(weights, alphas, opts, bilevel.ModelState(batch_stats))

@@ -5,7 +5,7 @@ checkpoint record holds); `run` owns the protocol around them, in the order that
 resumable bit for bit:
 
   1. open the workdir's checkpoints (`checkpoints.RunCheckpoints`: checks a resumed run's
-     config, takes over SIGTERM), and let the first host write the run's own files;
+     config, takes over SIGTERM and Ctrl-C), and let the first host write the run's own files;
   2. restore the newest readable checkpoint: the state, and the record of where the run stands
      (epoch, step within it, the running training sums, the trainer's host-side record);
   3. for each epoch from there: the steps (each logged to the progress bar and the NaN guard,
@@ -86,7 +86,8 @@ def run(config, workdir: str, state, *, steps_per_epoch: Callable[[int], int] | 
     held a finished run).
 
   Raises:
-    checkpoints.Preempted: SIGTERM arrived; the checkpoint is saved (exit status 143).
+    checkpoints.Preempted: SIGTERM or Ctrl-C arrived; the checkpoint is saved (exit status
+      143 or 130).
     NonFiniteLossError: a step's loss or a checked gradient norm was not finite.
   """
   steps_in = steps_per_epoch if callable(steps_per_epoch) else (lambda _: steps_per_epoch)
@@ -96,7 +97,10 @@ def run(config, workdir: str, state, *, steps_per_epoch: Callable[[int], int] | 
       on_open()
     state, meta = ckpt.restore(state) or (state, {"epoch": 0, "index": 0, "step": 0})
     step = meta["step"]
-    if step:
+    if meta["epoch"] >= config.epochs:
+      print(f"the workdir holds a finished run ({meta['epoch']} epochs, {step} steps): "
+            "nothing left to train", flush=True)
+    elif step:
       print(f"resuming from the checkpoint at step {step} (epoch {meta['epoch'] + 1}, step "
             f"{meta['index']} of {steps_in(meta['epoch'])})", flush=True)
     if resume is not None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 
 from darts_jax.train import parallel
-from darts_jax.errors import NonFiniteLossError
+from darts_jax.errors import NonFiniteLossError, WorkdirError
 
 
 def perplexity(nll: float) -> float:
@@ -16,11 +17,12 @@ def perplexity(nll: float) -> float:
   return math.exp(nll) if nll < 700 else math.inf
 
 
-def _step_of(line: str) -> float:
+def _step_of(line: bytes) -> float:
   try:
-    return json.loads(line)["step"]
-  except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+    step = json.loads(line)["step"]  # bytes that are not UTF-8: a ValueError
+  except (ValueError, KeyError, TypeError):  # a line cut short by a kill, or damaged
     return math.inf
+  return step if isinstance(step, (int, float)) and not isinstance(step, bool) else math.inf
 
 
 class MetricWriter:
@@ -36,14 +38,22 @@ class MetricWriter:
       return
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.lexists(path) and not os.path.isfile(path):
+      raise WorkdirError(f"{path} is not a file: move it away and run the same command "
+                         "again.")
     if resume_step is not None and os.path.exists(path):
       # Lines written after the checkpoint the run resumes from will be written again.
-      with open(path) as f:
-        kept = [line for line in f if _step_of(line) <= resume_step]
-      with open(path + ".tmp", "w") as f:
+      with open(path, "rb") as f:
+        lines = f.readlines()
+      kept = [line for line in lines if _step_of(line) <= resume_step]
+      damaged = sum(_step_of(line) == math.inf for line in lines[:-1])  # the last: a kill
+      if damaged:
+        print(f"warning: {path}: dropped {damaged} unreadable line(s).", file=sys.stderr,
+              flush=True)
+      with open(path + ".tmp", "wb") as f:
         f.writelines(kept)
       os.replace(path + ".tmp", path)
-    self._jsonl = open(path, "a")
+    self._jsonl = open(path, "a", encoding="utf-8")
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, scalars: dict):

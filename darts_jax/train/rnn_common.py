@@ -9,7 +9,6 @@ import optax
 
 from darts_jax.averaging import polyak_average
 from darts_jax.data import text
-from darts_jax.errors import ConfigError
 from darts_jax.spaces.darts_rnn.model import RNNModel, masked_nll, temporal_activation_penalty
 from darts_jax.train import parallel
 from darts_jax.train.metrics import perplexity
@@ -106,13 +105,6 @@ def place_and_jit(step, state, shardings, mesh):
   metrics)` jitted to keep it so, donating the state it is given."""
   return jax.device_put(state, shardings), jax.jit(
       step, donate_argnums=0, out_shardings=(shardings, parallel.replicated(mesh)))
-
-
-def check_model_config(config):
-  """One-line errors for model settings the recurrent network cannot take."""
-  if config.model.embed_size != config.model.hidden_size:
-    raise ConfigError("--config.model.embed_size and --config.model.hidden_size must be equal "
-                      "(the decoder is tied to the embedding).")
 
 
 def build_model(config, vocab_size: int, genotype=None, relax=None) -> RNNModel:

@@ -37,7 +37,7 @@ from darts_jax.spaces.darts_rnn.genotypes import recurrent_genotype_from_name_or
 from darts_jax.spaces.darts_rnn.model import init_rnn
 from darts_jax.train import loop, parallel
 from darts_jax.train.metrics import perplexity
-from darts_jax.train.rnn_common import (build_model, check_model_config, epoch_lengths,
+from darts_jax.train.rnn_common import (build_model, epoch_lengths,
                                         epoch_report, evaluate, hidden_state, make_eval_step,
                                         make_loss_fn, make_weight_optimizer, place_and_jit,
                                         shard_window, stream_sharding, with_learning_rate)
@@ -75,7 +75,6 @@ def state_shardings(state: RNNTrainState, mesh):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config.genotype` from scratch; returns the final summary."""
-  check_model_config(config)
   genotype = recurrent_genotype_from_name_or_file(config.genotype)
   corpus = text.load_corpus(config.data.dir, config.data.name)
   train = text.batchify(corpus.train[:config.data.num_train or None], config.batch_size)
@@ -105,7 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   switch_to_averaging = jax.jit(lambda s: s._replace(opt_state=start_averaging(s.opt_state)),
                                 out_shardings=shardings, donate_argnums=0)
   # The averaged-SGD switch depends on the validation history, which the checkpoint keeps.
-  run = {"history": [], "best": math.inf, "best_params": None}
+  run = {"history": [], "best": math.inf, "best_params": None, "best_step": None}
   epoch_run = {}
 
   def write_genotype():
@@ -114,8 +113,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def resume(meta, ckpt):
     run["history"], run["best"] = meta.get("history", []), meta.get("best", math.inf)
+    run["best_step"] = meta.get("best_step")
     if run["best"] < math.inf:
-      best = ckpt.restore_best({"params": state.params})
+      # The restore checked that this step's files are intact (RunCheckpoints.restore).
+      best = ckpt.restore_best({"params": state.params}, step=run["best_step"])
       run["best_params"] = None if best is None else best["params"]
 
   def begin_epoch(state, epoch, start):
@@ -132,7 +133,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     epoch_run["tokens"] += int(window["mask"].sum()) * config.batch_size
     return state, loop.StepLog(metrics["train_nll"], 0.0, {"gradient norm": metrics["grad_norm"]})
 
-  record = lambda: {"history": run["history"], "best": run["best"]}
+  record = lambda: {"history": run["history"], "best": run["best"],
+                    "best_step": run["best_step"]}
 
   def end_of_epoch(state, epoch, step, progress, ckpt):
     train_seconds = time.perf_counter() - progress.started
@@ -144,6 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if improved:
       # A copy: without averaging, `weights` are the params the next step donates.
       run["best"], run["best_params"] = valid_loss, jax.tree.map(jnp.copy, weights)
+      run["best_step"] = step
       ckpt.save_best(step, {"params": weights})
     history = run["history"]
     switch = (not is_averaging(state.opt_state) and len(history) > config.nonmono

@@ -44,7 +44,7 @@ from darts_jax.spaces.darts_rnn.genotypes import RNN_PRIMITIVES, derive_recurren
 from darts_jax.spaces.darts_rnn.model import init_rnn, init_rnn_alphas
 from darts_jax.train import loop, parallel
 from darts_jax.train.metrics import perplexity
-from darts_jax.train.rnn_common import (build_model, check_model_config, epoch_lengths,
+from darts_jax.train.rnn_common import (build_model, epoch_lengths,
                                         epoch_report, evaluate, hidden_state, make_eval_step,
                                         make_loss_fn, make_weight_optimizer, place_and_jit,
                                         shard_window, stream_sharding, with_learning_rate)
@@ -86,7 +86,6 @@ def state_shardings(state: bilevel.SearchState, mesh):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the recurrent search described by `config`; returns the genotype and metrics."""
-  check_model_config(config)
   corpus = text.load_corpus(config.data.dir, config.data.name)
   train_tokens = corpus.train[:config.data.num_train or None]
   valid_tokens = corpus.valid[:config.data.num_valid or None]

@@ -1,7 +1,10 @@
 """Maps a config's `task` to the library function that runs it."""
 
+import contextlib
+import fcntl
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 
@@ -21,71 +24,101 @@ def run(config, workdir):
   """Runs `config.task` with `workdir` for its outputs.
 
   A `UserError` (bad config, genotype, data or workdir) becomes a one-line `SystemExit`
-  ("Type: message", exit status 1) instead of a traceback; a run stopped by SIGTERM after
-  saving a checkpoint (`checkpoints.Preempted`) exits with status 143.
+  ("Type: message", exit status 1) instead of a traceback; a run stopped by SIGTERM or
+  Ctrl-C after saving a checkpoint (`checkpoints.Preempted`) exits with status 143 or 130.
+  A workdir this call created is removed again when the run fails before writing anything
+  but its lock and config record.
   """
-  if config.task not in TASKS:
-    raise SystemExit(f"Unknown task {config.task!r} in the config; known tasks: "
-                     f"{', '.join(sorted(TASKS))}.")
-  module, function = TASKS[config.task].split(":")
+  task = config.get("task") if hasattr(config, "get") else None
+  if task not in TASKS:
+    raise SystemExit(f"ConfigError: --config.task={task!r} is not one of "
+                     f"{', '.join(sorted(TASKS))}: set config.task in the config file.")
+  module, function = TASKS[task].split(":")
+  created = not os.path.exists(workdir)
   try:
     preflight(config, workdir)
-    return getattr(importlib.import_module(module), function)(config, workdir)
+    with lock_workdir(workdir):
+      return getattr(importlib.import_module(module), function)(config, workdir)
   except UserError as e:
-    status = getattr(e, "exit_status", None)  # Preempted: 143, as a SIGTERM'd process
+    if created and not isinstance(e, WorkdirError):
+      _remove_if_unused(workdir)
+    status = getattr(e, "exit_status", None)  # Preempted: 143 or 130, as the signal would
     if status is None:
       raise SystemExit(f"{type(e).__name__}: {e}") from None
     print(f"{type(e).__name__}: {e}", file=sys.stderr, flush=True)
     raise SystemExit(status) from None
+  except KeyboardInterrupt:  # a second Ctrl-C, or one before the checkpoints were opened
+    print("Interrupted (Ctrl-C): stopped without saving; the checkpoints already in "
+          f"{workdir}/checkpoints are kept.", file=sys.stderr, flush=True)
+    raise SystemExit(130) from None
 
 
 def preflight(config, workdir):
   """Checks that hold for every task, before a trainer loads data or compiles anything.
 
   Raises:
-    ConfigError: `config.batch_size` does not split evenly over the devices, or a search's
-      `hypergradient` block or `relaxation` is not one the library has.
+    ConfigError: a field breaks the task's schema (`schema.check`), or `config.batch_size`
+      does not split evenly over the devices.
     WorkdirError: `workdir` cannot be created or written to.
   """
+  from darts_jax.train import schema
+
   # The config check comes first so that a bad value does not leave a new, empty workdir.
-  if "hypergradient" in config:
-    check_hypergradient(config.hypergradient)
-  if "relaxation" in config:
-    from darts_jax import relaxations
+  schema.check(config)
+  import jax  # after main.py's XLA_FLAGS: this starts the backend
 
-    if config.relaxation not in relaxations.RELAXATIONS:
-      raise ConfigError(f"--config.relaxation={config.relaxation!r} is not one of "
-                        f"{', '.join(relaxations.RELAXATIONS)}.")
-  batch_size = config.get("batch_size")
-  if batch_size is not None:
-    import jax  # after main.py's XLA_FLAGS: this starts the backend
-
-    devices = jax.device_count()
-    if batch_size % devices:
-      raise ConfigError(f"--config.batch_size={batch_size} is not divisible by the {devices} "
-                        f"devices (jax.device_count()): use a multiple of {devices}.")
+  devices = jax.device_count()
+  if config.batch_size % devices:
+    raise ConfigError(f"--config.batch_size={config.batch_size} is not divisible by the "
+                      f"{devices} devices (jax.device_count()): use a multiple of {devices}.")
   check_workdir(workdir)
 
 
-def check_hypergradient(block):
-  """One-line ConfigErrors for a `config.hypergradient` block `darts_jax.hypergradient` would
-  refuse (it raises ValueError only once the step is traced)."""
-  from darts_jax.hypergradient import EXACT_MODES, METHODS
+LOCK_FILE = ".darts_jax.lock"
 
-  for name, allowed in (("method", METHODS), ("exact_mode", EXACT_MODES)):
-    if block[name] not in allowed:
-      raise ConfigError(f"--config.hypergradient.{name}={block[name]!r} is not one of "
-                        f"{', '.join(allowed)}.")
-  k = block.unroll_steps
-  if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-    raise ConfigError(f"--config.hypergradient.unroll_steps={k!r} must be a positive integer.")
-  if block.method == "finite_difference" and k != 1:
-    raise ConfigError("--config.hypergradient.method=finite_difference (DARTS' approximation) "
-                      "is defined for unroll_steps=1 only: use method=exact to unroll "
-                      f"{k} steps.")
-  if not block.fd_epsilon > 0:
-    raise ConfigError(f"--config.hypergradient.fd_epsilon={block.fd_epsilon!r} must be "
-                      "positive.")
+
+@contextlib.contextmanager
+def lock_workdir(workdir):
+  """Holds an advisory lock on `workdir` for the run, so two processes never share one.
+
+  A second run on a live workdir (a scheduler restarting a job whose old process still
+  runs) would remove the first one's in-progress save at start-up; instead it stops here,
+  having changed nothing. The lock is `flock` on `<workdir>/.darts_jax.lock`, which holds the
+  owner's PID; the kernel releases it when the process ends, however it ends. With several
+  hosts the first takes it (they share the workdir by design).
+
+  Raises:
+    WorkdirError: another process holds the lock.
+  """
+  import jax
+
+  if jax.process_index() != 0:
+    yield
+    return
+  path = os.path.join(workdir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      owner = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+      raise WorkdirError(f"--workdir={workdir} is in use by process {owner} (it holds "
+                         f"{LOCK_FILE}): wait for it to end or stop it, or pass another "
+                         "--workdir.") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
+
+
+def _remove_if_unused(workdir):
+  """Removes a workdir the failed run created, when it holds nothing but the lock and the
+  config record (a run that stopped before its first step)."""
+  files = [os.path.relpath(os.path.join(root, name), workdir)
+           for root, _, names in os.walk(workdir) for name in names]
+  if set(files) <= {LOCK_FILE, "config.json"}:
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def check_workdir(workdir):

@@ -55,11 +55,11 @@ class Genotype(NamedTuple):
         if op not in PRIMITIVES:
           raise GenotypeError(f"Unknown op {op!r} in Genotype.{kind}[{n}]; known ops: "
                               f"{', '.join(PRIMITIVES)}.")
-        if not (isinstance(source, int) and 0 <= source < 2 + n // 2):
+        if not (type(source) is int and 0 <= source < 2 + n // 2):
           raise GenotypeError(f"Genotype.{kind}[{n}] = {pair!r}: node {n // 2} can only take "
                               f"inputs 0..{1 + n // 2}.")
       states = 2 + len(pairs) // 2
-      if not concat or any(not isinstance(c, int) or not 0 <= c < states for c in concat):
+      if not concat or any(type(c) is not int or not 0 <= c < states for c in concat):
         raise GenotypeError(f"Genotype.{kind}_concat={list(concat)!r} must list states in "
                             f"0..{states - 1}.")
     return self

@@ -43,11 +43,11 @@ class RecurrentGenotype(NamedTuple):
       if op not in RNN_PRIMITIVES or op == "none":
         raise GenotypeError(f"Unknown recurrent op {op!r} in recurrent[{n}]; known ops: "
                             f"{', '.join(RNN_PRIMITIVES[1:])}.")
-      if not (isinstance(source, int) and 0 <= source <= n):
+      if not (type(source) is int and 0 <= source <= n):
         raise GenotypeError(f"recurrent[{n}] = {pair!r}: node {n + 1} can only read states "
                             f"0..{n}.")
     states = len(self.recurrent) + 1
-    if not self.concat or any(not isinstance(c, int) or not 0 <= c < states
+    if not self.concat or any(type(c) is not int or not 0 <= c < states
                               for c in self.concat):
       raise GenotypeError(f"RecurrentGenotype.concat={list(self.concat)!r} must list states "
                           f"in 0..{states - 1}.")
