@@ -456,3 +456,13 @@ def test_a_damaged_workdir_file_through_main_is_one_line(finished_run, tmp_path,
   after.pop(".darts_jax.lock", None)
   before.pop(".darts_jax.lock", None)
   assert after == before
+
+
+def test_rerunning_a_finished_run_says_so_and_trains_nothing(finished_run, tmp_path):
+  workdir = copy_run(finished_run, tmp_path)
+  out = ptb_eval(workdir, finished_run[1], "--config.epochs=2")
+  assert out.returncode == 0 and not out.stderr.strip(), out.stderr
+  assert "the workdir holds a finished run (2 epochs, " in out.stdout
+  assert "resuming from" not in out.stdout and "epoch 3" not in out.stdout
+  first = json.loads((finished_run[0] / "summary.json").read_text())
+  assert json.loads((workdir / "summary.json").read_text()) == first
