@@ -38,7 +38,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from darts_jax.train import parallel
+from darts_jax.train import parallel, schema
 from darts_jax.errors import NonFiniteLossError, UserError
 
 # Fields that may change when a run is resumed: they do not change the computation.
@@ -194,16 +194,6 @@ def _quiet_abandoned_reads():
       lambda record: not record.getMessage().startswith("Task exception was never retrieved"))
 
 
-def _flatten_config(d, prefix=""):
-  out = {}
-  for key, value in d.items():
-    if isinstance(value, dict):
-      out.update(_flatten_config(value, f"{prefix}{key}."))
-    else:
-      out[prefix + key] = value
-  return out
-
-
 def _config_dict(config) -> dict:
   return json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") \
       else json.loads(json.dumps(config, default=str))
@@ -292,7 +282,7 @@ class RunCheckpoints:
     except (OSError, ValueError) as e:
       raise CheckpointError(f"{path} is unreadable ({' '.join(str(e).split())}): restore it, "
                             "or resume with a new --workdir.") from None
-    old, new = _flatten_config(saved), _flatten_config(self._record)
+    old, new = schema.flatten(saved), schema.flatten(self._record)
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
                      and not any(k == p or k.startswith(p + ".") for p in RESUMABLE_CHANGES))
     self._changed = changed

@@ -302,7 +302,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   tested = (f"test accuracy {test['accuracy']:.4f} final, {best:.4f} best (error "
             f"{100 * (1 - best):.2f}%)") if images.num_test else "no test split"
   print(f"done: {params_count / 1e6:.2f}M parameters, {mult_adds / 1e6:.0f}M mult-adds; "
-        f"{tested}\nwrote {workdir}/checkpoints/{{last,best}}, summary.json, metrics.jsonl", flush=True)
+        f"{tested}\nwrote {workdir}/checkpoints/{{last,best}}, summary.json, metrics.jsonl",
+        flush=True)
   return summary
 
 
