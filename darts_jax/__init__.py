@@ -7,6 +7,8 @@ The package, by layer:
   weights), `averaging` (averaged SGD as an optax transformation);
 - `spaces/`: the search spaces and their networks (`darts_cnn`, `nas_bench_201`, `darts_rnn`),
   each with its supernet, genotype and pictures, and the registry the CNN trainer reads;
+- `nas_bench/`: NAS-Bench-201's accuracy tables, shipped, with the query API and a converter
+  for the benchmark's own files;
 - `data/`: image sets, ImageNet's host pipeline, text corpora, on-device augmentation;
 - `train/`: the trainers behind `main.py`, the run loop they share, checkpoints, metrics,
   data parallelism.

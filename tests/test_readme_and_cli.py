@@ -91,3 +91,10 @@ def test_main_rejects_bad_config(tmp_path, override, message):
   out = run_main("--config", "configs/toy_search.py", f"--workdir={tmp_path}", override)
   assert out.returncode != 0
   assert message in out.stdout + out.stderr
+
+
+def test_readme_nas_bench_201_lookup_snippet_runs(tmp_path):
+  out = run_readme_section("NAS-Bench-201", tmp_path)
+  accuracy, rank, columns = out.stdout.strip().splitlines()
+  assert accuracy == "54.2967" and rank == "15230"
+  assert "'cifar10.test.200': 54.2967" in columns and "'cifar100.valid.12'" in columns
