@@ -2,6 +2,7 @@
 
 import json
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -91,6 +92,18 @@ def test_search_step_through_the_trainer(tmp_path):
   assert genotype == nas_bench_201.derive_genotype({"cell": alphas["cell"]})
   assert result["genotype"] == json.loads(genotype.to_json())
   assert (tmp_path / "cell.png").stat().st_size > 0 and (tmp_path / "alphas.png").exists()
+  # The derived cell's benchmark accuracy, from the shipped table, in the summary and the
+  # epoch's metrics (the lookup is checked against the table by hand here).
+  from darts_jax import nas_bench
+  table = nas_bench.load()
+  want = table.accuracy(genotype, dataset="cifar10", split="test", epochs=200)
+  assert result["nas_bench_201/cifar10.test.200"] == want
+  assert result["nas_bench_201/cifar10.test.200/rank"] == table.rank(
+      genotype, dataset="cifar10", split="test", epochs=200)
+  epoch = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+  assert epoch["nas_bench_201/cifar10.test.200"] == want
+  assert epoch["nas_bench_201/cifar100.valid.12"] == table.accuracy(
+      genotype, dataset="cifar100", split="valid", epochs=12)
 
 
 def test_cifar100_through_tfds(tmp_path, monkeypatch):
@@ -103,3 +116,48 @@ def test_cifar100_through_tfds(tmp_path, monkeypatch):
   assert dataset.num_classes == 100 and dataset.mean == data.CIFAR100_MEAN
   assert dataset.train.images.shape == (12, 32, 32, 3) and dataset.train.images.dtype == np.uint8
   assert dataset.train.labels.max() < 100
+
+
+def test_search_reports_a_converted_table_through_main(tmp_path):
+  """main.py with --config.benchmark_table: every column of the user's table is logged each
+  epoch, the largest budget's on the progress line; a missing table is one line, exit 1."""
+  import subprocess
+  import sys
+
+  from darts_jax import nas_bench
+  from darts_jax.nas_bench import table as table_lib
+  from tests import nas_bench_files as files
+
+  codes = range(table_lib.NUM_CELLS)
+  columns = {}
+  for code in codes:
+    for column, value in files.expected(code).items():
+      columns.setdefault(column, np.full(len(codes), np.nan))[code] = value
+  path = tmp_path / "nb201.npz"
+  table_lib.Table(columns).save(str(path))
+  root = pathlib.Path(__file__).resolve().parents[1]
+  args = [sys.executable, "main.py", "--config", "configs/nb201_search.py",
+          "--config.data.name=digits", "--config.data.num_train=64", "--config.augment=False",
+          "--config.model.channels=4", "--config.model.cells_per_stage=1",
+          "--config.epochs=1", "--config.batch_size=16", "--config.progress_bar=False",
+          "--config.eval_examples=16"]
+  out = subprocess.run(args + [f"--config.benchmark_table={path}", "--workdir",
+                               str(tmp_path / "run")], capture_output=True, text=True,
+                       cwd=root, timeout=600)
+  assert out.returncode == 0, out.stderr
+  genotype = nas_bench_201.Genotype201.from_json((tmp_path / "run" / "genotype.json").read_text())
+  table = nas_bench.load(str(path))
+  line = next(l for l in out.stdout.splitlines() if "NAS-Bench-201 at 200 epochs" in l)
+  for dataset in nas_bench.DATASETS:
+    for split in ("valid", "test"):
+      value = table.accuracy(genotype, dataset=dataset, split=split, epochs=200)
+      rank = table.rank(genotype, dataset=dataset, split=split, epochs=200)
+      assert f"{dataset} {split} {value:.2f} (rank {rank})" in line
+  epoch = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+  assert {k for k in epoch if k.startswith("nas_bench_201/")} == {
+      f"nas_bench_201/{c.key()}{r}" for c in columns for r in ("", "/rank")}
+  missing = subprocess.run(args + [f"--config.benchmark_table={tmp_path / 'absent.npz'}",
+                                   "--workdir", str(tmp_path / "bad")],
+                           capture_output=True, text=True, cwd=root, timeout=600)
+  assert missing.returncode == 1 and "No NAS-Bench-201 table" in missing.stderr
+  assert len(missing.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()

@@ -87,6 +87,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   print(f"{config.data.name}: {len(weight_half.labels)} images train the weights, "
         f"{len(alpha_half.labels)} the alphas; images {train.images.shape[1:]}", flush=True)
 
+  # NAS-Bench-201: the benchmark's accuracy of the derived cell, each epoch (shipped table,
+  # or the user's converted one: config.benchmark_table).
+  table = None
+  if config.search_space == "nas_bench_201":
+    from darts_jax import nas_bench
+    table = nas_bench.load(config.get("benchmark_table") or None)
+
   model = space.build(config, dataset.num_classes)
   weights, batch_stats = space.init(model, config.seed, train.images.shape[1:])
   alphas = space.init_alphas(jax.random.PRNGKey(config.seed))
@@ -169,10 +176,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                "learning_rate": float(bilevel.cosine_per_epoch(
                    config.learning_rate, config.learning_rate_min, config.epochs,
                    steps_per_epoch)(epoch * steps_per_epoch))}
+    benchmark = ""
+    if table is not None:
+      looked_up, line = table.report(genotype)
+      scalars.update(looked_up)
+      benchmark = "\n  " + line
     report = lambda s: (
         f"epoch {epoch + 1}/{config.epochs}: train loss {s['train_loss']:.4f} acc "
         f"{s['train_accuracy']:.4f} | search-val loss {val_loss:.4f} acc {val_accuracy:.4f} | "
-        f"{s['epoch_seconds']:.1f}s\n  genotype {genotype}")
+        f"{s['epoch_seconds']:.1f}s\n  genotype {genotype}{benchmark}")
     return loop.EpochEnd(state, scalars, record(), report)
 
   state, scalars = loop.run(
@@ -197,7 +209,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print("  " + " ".join(f"{p:.3f}" for p in row))
   print(f"derived genotype: {genotype}\nwrote {workdir}/genotype.json, "
         f"{', '.join(pictures)}", flush=True)
-  return {"genotype": json.loads(genotype.to_json()), **scalars}
+  result = {"genotype": json.loads(genotype.to_json()), **scalars}
+  if table is not None:
+    looked_up, line = table.report(genotype)
+    print(f"{line}, among {nas_bench.NUM_CELLS} cells", flush=True)
+    result.update(looked_up)
+  return result
 
 
 def evaluate(eval_step, state, split: data.Split, batch_size: int, limit=None,

@@ -274,6 +274,7 @@ SCHEMAS = {
         "learning_rate_min": NON_NEGATIVE,
         "nesterov": Bool(),
         "eval_examples": Int(0),  # 0: the whole alpha half
+        "benchmark_table": Text(optional=True),  # NAS-Bench-201; "": the shipped table
     },
     "cnn_eval": {
         **RUN, **SGD, "momentum": FRACTION, **IMAGE_DATA,
