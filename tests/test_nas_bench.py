@@ -156,6 +156,8 @@ def test_convert_csv_with_renamed_columns(tmp_path):
   assert table.accuracy(BEST, **C10_200) == 94.3733 and table.rank(ALL_SKIP, **C10_200) == 2
   assert table.api_index[nas_bench.cell_code(BEST)] == 4
   assert convert.main([str(path), "--out", str(out)]) == 1  # "acc" names no column
+  assert convert.main([str(path), "--column", "acc=cifar10.test.200", "--out",
+                       str(tmp_path / "absent" / "t.npz")]) == 1  # one line, no traceback
 
 
 # --- The safe unpickler ----------------------------------------------------------------------

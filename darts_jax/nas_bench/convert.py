@@ -66,9 +66,12 @@ def from_csv(path: str, rename: dict | None = None) -> table_lib.Table:
     raise DataError(f"No file {path!r}.") from None
   except (OSError, UnicodeDecodeError, csv.Error) as e:
     raise DataError(f"{path!r} is not a readable CSV ({type(e).__name__}: {e}).") from None
-  table = table_lib.from_rows(rows, index, source=os.path.basename(path))
-  table.csv_header = tuple(header)
-  return table
+  return table_lib.from_rows(rows, index, source=os.path.basename(path))
+
+
+def _csv_header(path: str) -> list:
+  with open(path, newline="") as f:
+    return next(csv.reader(f), [])
 
 
 # The benchmark's training runs -> this table's columns: (API dataset, eval name) -> (dataset,
@@ -138,8 +141,10 @@ def _rows(infos, cells, path, rows, index) -> None:
                     f"({type(e).__name__}: {e}).") from None
 
 
-def _from_object(path: str) -> table_lib.Table:
-  """A single-file benchmark: `{"meta_archs": [cell], "arch2infos": {index: budgets}}`."""
+def from_benchmark_file(path: str) -> table_lib.Table:
+  """A single-file benchmark: NATS-Bench's `NATS-tss-v1_0-3ffb9.pickle.pbz2` or NAS-Bench-201
+  v1.0 / v1.1 `.pth` (read without torch; v1.0 has 12-epoch figures for cifar10-valid only);
+  both are `{"meta_archs": [cell], "arch2infos": {index: budgets}}`."""
   infos, cells = _archs(safe_pickle.load_file(path), path)
   if not infos:
     raise DataError(f"{path!r} holds no results: it is the meta file of a "
@@ -147,17 +152,6 @@ def _from_object(path: str) -> table_lib.Table:
   rows, index = [], {}
   _rows(infos, cells, path, rows, index)
   return table_lib.from_rows(rows, index, source=os.path.basename(path))
-
-
-def from_nats_file(path: str) -> table_lib.Table:
-  """The single-file NATS-Bench topology benchmark (`NATS-tss-v1_0-3ffb9.pickle.pbz2`)."""
-  return _from_object(path)
-
-
-def from_nas_bench_201_pth(path: str) -> table_lib.Table:
-  """NAS-Bench-201 v1.0 / v1.1 (`NAS-Bench-201-v1_1-096897.pth`), read without torch; v1.0
-  has 12-epoch figures for cifar10-valid only."""
-  return _from_object(path)
 
 
 def from_nats_folder(path: str) -> table_lib.Table:
@@ -185,10 +179,8 @@ def from_source(path: str, rename: dict | None = None) -> table_lib.Table:
     return from_nats_folder(path)
   if path.endswith(".csv"):
     return from_csv(path, rename)
-  if path.endswith(".pbz2") or path.endswith(".pickle"):
-    return from_nats_file(path)
-  if path.endswith(".pth"):
-    return from_nas_bench_201_pth(path)
+  if path.endswith((".pbz2", ".pickle", ".pth")):
+    return from_benchmark_file(path)
   raise DataError(f"{path!r} is none of a NATS-Bench topology folder, a .pickle.pbz2, a "
                   "NAS-Bench-201 .pth or a .csv.")
 
@@ -225,7 +217,8 @@ def main(argv=None) -> int:
       raise DataError(f"--out {args.out!r} must end in .npz.")
     start = time.perf_counter()
     tables = [from_source(p, rename) for p in args.sources]
-    unused = set(rename) - {n for t in tables for n in t.csv_header}
+    unused = set(rename) - {n for p in args.sources if p.endswith(".csv")
+                            for n in _csv_header(p)}
     if unused:
       raise DataError(f"--column names {', '.join(sorted(unused))}, which no CSV source has.")
     table = merge(tables)

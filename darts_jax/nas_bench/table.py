@@ -47,7 +47,6 @@ from darts_jax.spaces import nas_bench_201
 NUM_CELLS = len(nas_bench_201.OPS) ** len(nas_bench_201.EDGES)  # 15,625
 SHIPPED = os.path.join(os.path.dirname(__file__), "nas_bench_201.npz")
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
-SPLITS = ("train", "valid", "test")
 
 
 class Column(NamedTuple):
@@ -116,7 +115,6 @@ class Table:
     self.api_index = (np.full(NUM_CELLS, -1, np.int64) if api_index is None
                       else np.asarray(api_index, np.int64))
     self.source = source
-    self.csv_header = ()  # the names a CSV source had (convert.from_csv)
 
   def __repr__(self):
     return (f"Table({len(self.columns)} columns: "
@@ -173,11 +171,16 @@ class Table:
     return cell_of_code(int(np.nanargmax(self.column(dataset, split, epochs))))
 
   def save(self, path: str) -> None:
-    """Writes the table as `.npz` (no pickles), atomically."""
+    """Writes the table as `.npz` (no pickles), atomically; a one-line DataError if it cannot."""
     arrays = {c.key(): v for c, v in self.columns.items()}
     tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, api_index=self.api_index, source=np.array(self.source), **arrays)
-    os.replace(tmp, path)
+    try:
+      np.savez_compressed(tmp, api_index=self.api_index, source=np.array(self.source),
+                          **arrays)
+      os.replace(tmp, path)
+    except OSError as e:
+      raise DataError(f"Cannot write the table to {path!r} ({e.strerror or e}): pass a "
+                      "writable path.") from None
 
 
 def load(path: str | None = None) -> Table:
