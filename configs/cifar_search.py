@@ -5,6 +5,7 @@
 The exact second-order hypergradient is the default; DARTS' own approximation and first order:
 `--config.hypergradient.method=finite_difference` or `=first_order`. Without network access,
 point at the CIFAR-10 binary files: `--config.data.dir=/path/to/cifar-10-batches-bin`.
+Several seeds in one program: `--config.num_seeds=4` (seeds 2, 3, 4, 5, vmapped).
 """
 
 import ml_collections
@@ -17,6 +18,13 @@ def get_config():
   config = ml_collections.ConfigDict()
   config.task = "cnn_search"
   config.seed = 2  # the official search script's default
+  # N > 1: N searches, seeds seed .. seed + N - 1, in one vmapped program; each seed's
+  # outputs in <workdir>/seed_<s>/, their mean and std in metrics.jsonl and summary.json.
+  config.num_seeds = 1
+  # How many seeds the step computes at once (vmap); the rest follow in the same program
+  # (lax.map). 0: all at once, fastest on GPU/TPU; on a CPU 1 is faster, as vmapped
+  # convolutions become grouped ones there (benchmarks/README.md, "Many seeds").
+  config.vmap_seeds = 0
   config.search_space = "darts"  # darts | nas_bench_201 (darts_jax.spaces)
   # The map from alphas to mixing weights (darts_jax.relaxations): DARTS' softmax.
   config.relaxation = "softmax"

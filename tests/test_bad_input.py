@@ -130,6 +130,10 @@ def make_inputs(root):
           ["--config", "configs/ptb_search.py", f"--config.data.dir={root}/empty"],
           ("DataError", "No train split of the ptb corpus", "simple-examples.tgz",
            "--config.data.dir")),
+      "imagenet16_missing": Case(
+          ["--config", "configs/nb201_search.py", "--config.data.name=ImageNet16-120",
+           f"--config.data.dir={root}/empty"],
+          ("DataError", "ImageNet16", "train_data_batch_1 is missing", "--config.data.dir")),
       "cifar_record_size": Case(
           ["--config", "configs/cifar_search.py", f"--config.data.dir={root}/cifar"],
           ("DataError", "data_batch_1.bin", "6151 bytes", "3073-byte record")),
@@ -216,7 +220,7 @@ def make_inputs(root):
 
 CASE_NAMES = ["unknown_config_key", "wrong_config_type", "unknown_op", "unknown_recurrent_op",
               "malformed_genotype_json", "missing_genotype_file", "cifar_offline",
-              "ptb_missing", "cifar_record_size", "npz_image_shape", "batch_not_divisible",
+              "ptb_missing", "imagenet16_missing", "cifar_record_size", "npz_image_shape", "batch_not_divisible",
               "unknown_relaxation", "unroll_steps_with_finite_difference",
               "unknown_exact_mode", "workdir_under_a_file", "workdir_read_only",
               "negative_batch_size", "no_cells", "negative_num_train", "negative_eval_examples",

@@ -61,6 +61,23 @@ def test_rank_counts_strictly_better_cells():
     assert table.rank(code, **C10_200) == 1 + sum(v > values[code] for v in values)
 
 
+def test_report_names_the_largest_budget_and_the_searched_dataset():
+  table = nas_bench.load()
+  scalars, line = table.report(ALL_SKIP)
+  rank = table.rank(ALL_SKIP, **C10_200)
+  assert line == f"NAS-Bench-201 at 200 epochs: cifar10 test 54.30 (rank {rank})"
+  assert scalars["nas_bench_201/cifar10.test.200/rank"] == rank
+  assert len(scalars) == 2 * len(table.columns)
+  # A CIFAR-100 search: its own columns join the line, at their largest budget (12 epochs).
+  _, line = table.report(ALL_SKIP, dataset="cifar100")
+  value = table.accuracy(ALL_SKIP, dataset="cifar100", split="valid", epochs=12)
+  rank = table.rank(ALL_SKIP, dataset="cifar100", split="valid", epochs=12)
+  assert line.startswith("NAS-Bench-201 at 200 epochs: cifar10 test 54.30")
+  assert "; at 12 epochs: cifar100 test " in line
+  assert line.endswith(f"cifar100 valid {value:.2f} (rank {rank})")
+  assert table.report(ALL_SKIP, dataset="cifar10")[1] == table.report(ALL_SKIP)[1]
+
+
 def test_cell_code_is_base_5_in_edge_order():
   ops = ("nor_conv_3x3", "none", "skip_connect", "avg_pool_3x3", "nor_conv_1x1", "none")
   code = sum(OPS.index(op) * 5 ** (len(EDGES) - 1 - i) for i, op in enumerate(ops))

@@ -48,6 +48,32 @@ def test_parameter_count_matches_the_hand_count(c, n, classes):
     assert count == 1_686_106  # the figure the formula gives for the benchmark's network
 
 
+def test_init_supernet_draws_what_the_modules_initialisers_would():
+  """The host-side init: every weight U(-b, b) with the bound of the module's own
+  initialiser (its `model.init`, by the largest |w| of each tensor), BN at 1 and 0, the
+  structure of `model.init`'s; seeded."""
+  model = nas_bench_201.SearchNetwork201(channels=8, cells_per_stage=2, num_classes=10)
+  weights, stats = nas_bench_201.init_supernet(model, 3, (8, 8, 3))
+  real = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)),
+                                    nas_bench_201.init_alphas(jax.random.PRNGKey(0))))()
+  assert jax.tree.structure(weights) == jax.tree.structure(real["params"])
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), stats, real["batch_stats"])
+  for (path, ours), (_, theirs) in zip(jax.tree_util.tree_leaves_with_path(weights),
+                                       jax.tree_util.tree_leaves_with_path(real["params"])):
+    name = jax.tree_util.keystr(path)
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype, name
+    if name.endswith(("['scale']", "['bias']")):
+      np.testing.assert_array_equal(ours, theirs)  # BN: 1 and 0
+    elif ours.size >= 64:  # the largest of 64+ uniform draws is within 10 % of the bound
+      ratio = float(jnp.abs(ours).max() / jnp.abs(theirs).max())
+      assert 0.8 < ratio < 1.25, (name, ratio)
+  again, _ = nas_bench_201.init_supernet(model, 3, (8, 8, 3))
+  other, _ = nas_bench_201.init_supernet(model, 4, (8, 8, 3))
+  assert all(bool(jnp.all(a == b)) for a, b in zip(jax.tree.leaves(weights),
+                                                   jax.tree.leaves(again)))
+  assert not np.array_equal(weights["stem"], other["stem"])
+
+
 def test_genotype_string_round_trip_and_argmax_derivation():
   genotype = nas_bench_201.Genotype201.from_string(EXAMPLE)
   assert genotype.ops == ("nor_conv_3x3", "nor_conv_3x3", "avg_pool_3x3", "skip_connect",

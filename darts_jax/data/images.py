@@ -2,7 +2,10 @@
 
 CIFAR-10 comes from tensorflow-datasets (`as_data_source`, which reads array_record files
 without TensorFlow) or from a local folder in the standard CIFAR-10 binary format, read with
-numpy. Any other image-classification set can come from a NumPy archive
+numpy; CIFAR-100 from tensorflow-datasets or its "python version" folder; NAS-Bench-201's
+ImageNet16-120 from the downsampled-ImageNet 16x16 batches (Chrabaszcz et al., 2017). The
+last two are pickles, read with `darts_jax.data.safe_pickle` (plain containers and numbers
+only). Any other image-classification set can come from a NumPy archive
 (`--config.data.dir=/path/to/set.npz`, see `load_npz`). The whole of CIFAR-10 is 180 MB as
 uint8, so it is held in memory and batches are gathered by index; augmentation runs on the
 device, inside the jitted step (`darts_jax.data.augment`).
@@ -24,9 +27,16 @@ from darts_jax.errors import DataError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-# CIFAR-100's training images, per channel (the figures NAS-Bench-201 normalises with).
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+# CIFAR-100's, as NAS-Bench-201 normalises it (get_dataset_with_transform.py:
+# (129.3, 124.1, 112.4) / 255 and (68.2, 65.4, 70.4) / 255).
+CIFAR100_MEAN = (129.3 / 255, 124.1 / 255, 112.4 / 255)
+CIFAR100_STD = (68.2 / 255, 65.4 / 255, 70.4 / 255)
+# ImageNet16's, as NAS-Bench-201 normalises it (xautodl/datasets/get_dataset_with_transform.py:
+# (122.68, 116.66, 104.01) / 255 and (63.22, 61.26, 65.09) / 255).
+IMAGENET16_MEAN = (122.68 / 255, 116.66 / 255, 104.01 / 255)
+IMAGENET16_STD = (63.22 / 255, 61.26 / 255, 65.09 / 255)
+IMAGENET16_CLASSES = 120  # NAS-Bench-201's ImageNet16-120: the classes labelled 1..120
+_IMAGENET16_FILES = tuple(f"train_data_batch_{i}" for i in range(1, 11))
 _RECORD_BYTES = 1 + 32 * 32 * 3  # label, then the red, green and blue planes
 _DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)  # where tfds fetches CIFAR-10
 
@@ -42,6 +52,7 @@ class Dataset(NamedTuple):
   num_classes: int
   mean: tuple
   std: tuple
+  crop_padding: int = 4  # the search's random crop: 4 for 32x32 (DARTS), 2 for ImageNet16
 
 
 def load(config) -> Dataset:
@@ -53,7 +64,9 @@ def load(config) -> Dataset:
       `train_labels` (N,) integers, optionally `test_images` and `test_labels`), whatever
       `config.name` says. Otherwise `config.name` is "cifar10" (from the CIFAR-10 binary files
       in `config.dir`, or from tensorflow-datasets, in `config.tfds_data_dir`, when `dir` is
-      empty) or "digits" (scikit-learn's 8x8 digits).
+      empty), "cifar100" (the `cifar-100-python` folder in `config.dir`, or tfds),
+      "ImageNet16-120" (the downsampled 16x16 batches in `config.dir`, `load_imagenet16`) or
+      "digits" (scikit-learn's 8x8 digits).
 
   Raises:
     DataError: the data is missing or malformed; the message says how to fix it.
@@ -66,14 +79,19 @@ def load(config) -> Dataset:
     return load_cifar10_tfds(config.get("tfds_data_dir") or None)
   if config.name == "cifar100":
     if config.get("dir"):
-      raise DataError(f"--config.data.dir={config.dir!r}: CIFAR-100 is read through "
-                      "tensorflow-datasets or from an .npz; leave data.dir empty or pass an "
-                      ".npz.")
+      return load_cifar100_python(config.dir)
     return load_cifar10_tfds(config.get("tfds_data_dir") or None, name="cifar100")
+  if config.name == "ImageNet16-120":
+    if not config.get("dir"):
+      raise DataError("ImageNet16-120 is not in tensorflow-datasets: point --config.data.dir "
+                      "at the folder of the downsampled-ImageNet 16x16 files "
+                      "(train_data_batch_1 .. train_data_batch_10 and val_data, from "
+                      "image-net.org's Imagenet16_train / Imagenet16_val).")
+    return load_imagenet16(config.dir)
   if config.name == "digits":
     return load_digits()
   raise DataError(f"Unknown dataset {config.name!r}: set --config.data.name to cifar10, "
-                  "cifar100 or digits.")
+                  "cifar100, ImageNet16-120 or digits.")
 
 
 def load_cifar10_binary(path: str) -> Dataset:
@@ -107,6 +125,82 @@ def _read_cifar_binary(filename: str) -> Split:
                     "CIFAR-100 or another format?")
   images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
   return Split(np.ascontiguousarray(images), labels)
+
+
+def _read_pickle(path: str, what: str) -> dict:
+  """A pickled batch as a dict with str keys, through the safe unpickler."""
+  from darts_jax.data import safe_pickle
+
+  if not os.path.isfile(path):
+    raise DataError(f"{what}: {path} is missing: point --config.data.dir at the folder that "
+                    "holds it.")
+  entry = safe_pickle.load_file(path)
+  if not isinstance(entry, dict):
+    raise DataError(f"{path} holds a {type(entry).__name__}, not the dict of a {what} batch.")
+  return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
+def _pickled_images(path: str, entry: dict, what: str, label_key: str, side: int):
+  """(N, side, side, 3) uint8 and (N,) int64 from a batch's `data` rows (CHW order) and labels."""
+  if "data" not in entry or label_key not in entry:
+    raise DataError(f"{path} lacks 'data' or {label_key!r} (it holds {', '.join(map(str, entry))}"
+                    f"): is it a {what} batch?")
+  rows = np.asarray(entry["data"])
+  labels = np.asarray(entry[label_key], np.int64)
+  if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != 3 * side * side or \
+      len(labels) != len(rows):
+    raise DataError(f"{path}: 'data' is {rows.dtype} {rows.shape} with {len(labels)} labels; "
+                    f"a {what} batch holds uint8 rows of {3 * side * side} (3 x {side} x {side}) "
+                    "and one label per row.")
+  return rows.reshape(-1, 3, side, side).transpose(0, 2, 3, 1), labels
+
+
+def load_cifar100_python(path: str) -> Dataset:
+  """CIFAR-100's "python version": the pickles `train` and `test` in `cifar-100-python`
+  (`path` is that folder or one that contains it), with the 100 fine labels."""
+  if os.path.isdir(os.path.join(path, "cifar-100-python")):
+    path = os.path.join(path, "cifar-100-python")
+  splits = []
+  for name in ("train", "test"):
+    filename = os.path.join(path, name)
+    images, labels = _pickled_images(filename, _read_pickle(filename, "CIFAR-100"), "CIFAR-100",
+                                     "fine_labels", 32)
+    if len(labels) and (labels.min() < 0 or labels.max() > 99):
+      raise DataError(f"{filename}: fine label {labels.max()} is out of range 0-99.")
+    splits.append(Split(np.ascontiguousarray(images), labels.astype(np.int32)))
+  return Dataset(*splits, 100, CIFAR100_MEAN, CIFAR100_STD)
+
+
+def load_imagenet16(path: str, num_classes: int = IMAGENET16_CLASSES) -> Dataset:
+  """NAS-Bench-201's ImageNet16-120: the downsampled-ImageNet 16x16 batches, classes 1..120.
+
+  `path` holds `train_data_batch_1` .. `train_data_batch_10` and `val_data`, pickled dicts
+  of `data` ((N, 3072) uint8, channel planes) and `labels` (1..1000). As the benchmark
+  (xautodl/datasets/DownsampledImageNet.py), only the images labelled 1..`num_classes` are
+  kept, label - 1 being the class: 151,700 training and 6,000 validation images for 120. The
+  validation images are the test split here; NAS-Bench-201 splits them into its valid and
+  test halves (`search_halves`). Each batch is filtered as it is read (a whole batch is
+  ~390 MB).
+  """
+  def read(names):
+    images, labels = [], []
+    for name in names:
+      filename = os.path.join(path, name)
+      x, y = _pickled_images(filename, _read_pickle(filename, "ImageNet16"), "ImageNet16",
+                             "labels", 16)
+      keep = (y >= 1) & (y <= num_classes)
+      images.append(np.ascontiguousarray(x[keep]))
+      labels.append((y[keep] - 1).astype(np.int32))
+    return Split(np.concatenate(images), np.concatenate(labels))
+
+  if not os.path.isdir(path):
+    raise DataError(f"--config.data.dir={path!r} is not a folder: point it at the folder of "
+                    "train_data_batch_1 .. train_data_batch_10 and val_data.")
+  train, test = read(_IMAGENET16_FILES), read(["val_data"])
+  if not len(train.labels):
+    raise DataError(f"{path}: no training image is labelled 1..{num_classes}: are these the "
+                    "downsampled-ImageNet batches (labels 1..1000)?")
+  return Dataset(train, test, num_classes, IMAGENET16_MEAN, IMAGENET16_STD, crop_padding=2)
 
 
 _NPZ_FORM = "(N, H, W, C) uint8 with C = 1 or 3"
@@ -243,7 +337,7 @@ def load_cifar10_tfds(data_dir: str | None = None, name: str = "cifar10") -> Dat
     logging.set_verbosity(verbosity)
   title = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[name]
   local = ("--config.data.dir=<folder with the CIFAR-10 binary files, cifar-10-batches-bin>"
-           if name == "cifar10" else "--config.data.dir=<an .npz of the images and labels>")
+           if name == "cifar10" else "--config.data.dir=<the cifar-100-python folder, or an .npz>")
   if not prepared:
     if not _reachable(*_DOWNLOAD_HOST):
       raise DataError(
@@ -290,6 +384,99 @@ def load_digits() -> Dataset:
   std = (float(images[:1500].std()) / 255,)
   return Dataset(Split(images[:1500], labels[:1500]), Split(images[1500:], labels[1500:]),
                  10, mean, std)
+
+
+ALPHA_SPLITS = ("train", "test_half", "nas_bench_201")
+
+
+def search_halves(dataset: Dataset, config) -> tuple[Split, Split]:
+  """The images that train the weights and those that train the alphas.
+
+  Args:
+    dataset: what `load` returned.
+    config: the `data` part of a search config: `num_train` (0: all; else the first
+      `num_train` training images), `train_portion`, and, optionally, `alpha_split` and
+      `split_file`. `alpha_split`:
+      - "train" (DARTS): the first `train_portion` of the training split trains the weights,
+        the rest the alphas; with `split_file` (NAS-Bench-201's `cifar-split.txt`), its
+        "train" and "valid" index lists instead.
+      - "test_half" (NAS-Bench-201 on CIFAR-100 and ImageNet16-120): the whole training split
+        trains the weights, the "xvalid" half of the test split the alphas, augmented like
+        the training images; the halves are `split_file`'s (`cifar100-test-split.txt`,
+        `imagenet-16-120-test-split.txt`), or without one a fixed random half (seed 0), not
+        the benchmark's own.
+      - "nas_bench_201": the benchmark's choice for the dataset: "train" for CIFAR-10,
+        "test_half" for CIFAR-100 and ImageNet16-120.
+
+  Raises:
+    DataError: the split file is unreadable or its indices do not fit the dataset.
+  """
+  train = dataset.train
+  if config.get("num_train"):
+    train = Split(train.images[:config.num_train], train.labels[:config.num_train])
+  mode = config.get("alpha_split") or "train"
+  if mode == "nas_bench_201":
+    mode = "test_half" if config.name in ("cifar100", "ImageNet16-120") else "train"
+  split_file = config.get("split_file") or ""
+  if mode == "train":
+    if not split_file:
+      return search_split(train, config.train_portion)
+    lists = _read_split_file(split_file, ("train", "valid"))
+    return tuple(_take(dataset.train, lists[k], split_file, k,
+                       keep_below=config.get("num_train") or None) for k in ("train", "valid"))
+  test = dataset.test
+  if not len(test.labels):
+    raise DataError(f"--config.data.alpha_split={mode}: {config.name} has no test split to "
+                    "take the alphas' half from: use alpha_split=train.")
+  if split_file:
+    xvalid = _read_split_file(split_file, ("xvalid",))["xvalid"]
+  else:
+    n = len(test.labels)
+    xvalid = np.sort(np.random.default_rng(0).permutation(n)[:n // 2])
+  return train, _take(test, xvalid, split_file or "the seed-0 half", "xvalid")
+
+
+def _read_split_file(path: str, keys) -> dict:
+  """Index lists from NAS-Bench-201's split files: JSON, each value `["int", [i, ...]]`."""
+  import json
+
+  try:
+    with open(path) as f:
+      content = json.load(f)
+  except (OSError, ValueError) as e:
+    raise DataError(f"Cannot read the split file {path!r} ({getattr(e, 'strerror', None) or e})"
+                    ": pass NAS-Bench-201's cifar-split.txt / cifar100-test-split.txt / "
+                    "imagenet-16-120-test-split.txt, JSON.") from None
+  out = {}
+  for key in keys:
+    value = content.get(key) if isinstance(content, dict) else None
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+      value = value[1]  # the release's typed form, ["int", [...]]
+    if not isinstance(value, list) or not all(isinstance(i, (int, str)) for i in value):
+      raise DataError(f"The split file {path} has no {key!r} list of indices (keys: "
+                      f"{', '.join(content) if isinstance(content, dict) else 'none'}): "
+                      f"--config.data.alpha_split needs {' and '.join(map(repr, keys))}.")
+    try:
+      out[key] = np.asarray([int(i) for i in value], np.int64)
+    except ValueError:
+      raise DataError(f"The split file {path}: {key!r} holds something that is not an "
+                      "index.") from None
+  return out
+
+
+def _take(split: Split, rows, source: str, key: str, keep_below: int | None = None) -> Split:
+  """The rows of `split` a split file lists; with `keep_below`, only those below it."""
+  n = len(split.labels)
+  outside = rows[(rows < 0) | (rows >= n)]
+  if len(outside):
+    raise DataError(f"{source}: {key!r} has index {outside[0]}, outside the {n} images of the "
+                    "split: is it the split file of this dataset?")
+  if keep_below is not None:
+    rows = rows[rows < keep_below]  # --config.data.num_train: the first images only
+  if not len(rows):
+    raise DataError(f"{source}: no {key!r} index falls in the first {keep_below} images: raise "
+                    "--config.data.num_train or set it to 0.")
+  return Split(split.images[rows], split.labels[rows])
 
 
 def search_split(train: Split, portion: float = 0.5) -> tuple[Split, Split]:

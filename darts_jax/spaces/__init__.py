@@ -53,7 +53,9 @@ def _build_nb201(config, num_classes):
                                         cells_per_stage=config.model.cells_per_stage,
                                         num_classes=num_classes,
                                         relax=relaxations.get(config.relaxation),
-                                        dtype=config.model.dtype)
+                                        dtype=config.model.dtype,
+                                        track_running_stats=config.model.get(
+                                            "track_running_stats", True))
 
 
 def _draw_nb201(genotype, workdir):

@@ -14,7 +14,15 @@ Where the DARTS and NAS-Bench-201 papers are silent this follows the NAS-Bench-2
 DARTS search network (D-X-Y/AutoDL-Projects):
 the cells' BN has no affine parameters (the residual blocks', stem's and last BN have), BN
 running statistics are kept, convolutions have no bias, `avg_pool_3x3` does not count the
-padding, and `none` is a zero that still takes its share of the softmax.
+padding, and `none` is a zero that still takes its share of the softmax. (The release's cell
+convolutions carry a bias, `bias=not affine`; the BN right after them subtracts it in
+training, so it never gets a gradient and is left out here.)
+
+`track_running_stats=False` is the NATS-Bench searches' setting (`exps/NATS-algos/
+search-cell.py`, `--track_running_stats 0 --affine 0` by default): the cells' BN normalises
+with the batch's statistics in evaluation too and keeps no running averages, as PyTorch's
+`BatchNorm2d(track_running_stats=False)`; only the cells follow it (the stem, the residual
+blocks and the last BN keep theirs, as in the release).
 
 Layout for XLA: a cell stacks the weights of its 6 same-shaped edges and runs them in one
 `lax.scan` (one mixed op in the compiled program per cell), and each stage's 5 cells are one
@@ -24,6 +32,7 @@ Layout for XLA: a cell stacks the weights of its 6 same-shaped edges and runs th
 from __future__ import annotations
 
 import json
+import math
 from typing import Callable, NamedTuple
 
 import flax.linen as nn
@@ -109,7 +118,7 @@ _COLUMNS = tuple(OPS.index(op) for op in _MIXED)
 assert _COLUMNS == tuple(range(_COLUMNS[0], _COLUMNS[0] + len(_COLUMNS)))  # a slice of mix
 
 
-def mixed_edge(x, mix, conv1x1, conv3x3, stats, *, train):
+def mixed_edge(x, mix, conv1x1, conv3x3, stats, *, train, track_running_stats=True):
   """sum_k mix[k] * op_k(x) over `OPS`.
 
   Args:
@@ -117,6 +126,9 @@ def mixed_edge(x, mix, conv1x1, conv3x3, stats, *, train):
     mix: (5,) mixing weights of the edge (softmax(alpha) in DARTS), in `OPS` order.
     conv1x1, conv3x3: (C, C) and (3, 3, C, C) kernels of nor_conv_1x1 and nor_conv_3x3.
     stats: the two convs' BN running statistics, `mean`/`var` (2, C).
+    train: training mode (BN on the batch's statistics, which update the running ones).
+    track_running_stats: False: BN on the batch's statistics in both modes, and `stats`
+      returned unchanged (PyTorch's `track_running_stats=False`).
   Returns:
     (N, H, W, C) and the new statistics.
   """
@@ -125,8 +137,10 @@ def mixed_edge(x, mix, conv1x1, conv3x3, stats, *, train):
   conv = {"nor_conv_1x1": lambda: ops.pointwise(relu_x, conv1x1),
           "nor_conv_3x3": lambda: ops.conv2d(relu_x, conv3x3)}
   convs = jnp.stack([conv[op]() for op in _CONVS], axis=-2)
-  convs, (mean, var) = ops.batch_norm(convs, stats["mean"], stats["var"], train=train,
-                                      feature_ndim=2)
+  convs, (mean, var) = ops.batch_norm(convs, stats["mean"], stats["var"],
+                                      train=train or not track_running_stats, feature_ndim=2)
+  if not track_running_stats:
+    mean, var = stats["mean"], stats["var"]
   out = {"skip_connect": x, "avg_pool_3x3": ops.avg_pool_3x3(x, 1),
          **{op: convs[..., i, :] for i, op in enumerate(_CONVS)}}
   outputs = jnp.stack([out[op] for op in _MIXED], -2)
@@ -138,6 +152,7 @@ class SearchCell201(nn.Module):
   """The 4-node cell, its 6 edges' weights stacked (6, ...) in `EDGES` order."""
 
   train: bool
+  track_running_stats: bool = True
 
   @nn.compact
   def __call__(self, x, weights):
@@ -151,7 +166,8 @@ class SearchCell201(nn.Module):
     def body(nodes, edge):
       (to, source), w, k1, k3, stats = edge
       y, new = mixed_edge(lax.dynamic_index_in_dim(nodes, source, keepdims=False), w,
-                          k1.astype(x.dtype), k3.astype(x.dtype), stats, train=self.train)
+                          k1.astype(x.dtype), k3.astype(x.dtype), stats, train=self.train,
+                          track_running_stats=self.track_running_stats)
       total = lax.dynamic_index_in_dim(nodes, to, keepdims=False) + y
       return lax.dynamic_update_index_in_dim(nodes, total, to, 0), new
 
@@ -166,10 +182,11 @@ class SearchCell201(nn.Module):
 
 class _ScannedCell(nn.Module):
   train: bool
+  track_running_stats: bool = True
 
   @nn.compact
   def __call__(self, x, weights):
-    return SearchCell201(self.train, name="cell")(x, weights), None
+    return SearchCell201(self.train, self.track_running_stats, name="cell")(x, weights), None
 
 
 class ResidualReduction(nn.Module):
@@ -197,6 +214,8 @@ class SearchNetwork201(nn.Module):
     relax: the relaxation, `relax(alpha, key) -> mixing weights` (`darts_jax.relaxations`;
       DARTS' softmax by default).
     dtype: the compute dtype ("float32" | "bfloat16"), None for the images' dtype.
+    track_running_stats: False: the cells' BN on batch statistics in evaluation too (the
+      NATS-Bench searches); the other BN layers keep running statistics either way.
   """
 
   channels: int = 16
@@ -204,6 +223,7 @@ class SearchNetwork201(nn.Module):
   num_classes: int = 10
   relax: Callable = relaxations.softmax
   dtype: str | None = None
+  track_running_stats: bool = True
 
   @nn.compact
   def __call__(self, images, alphas, train: bool = True, relax_key=None):
@@ -218,7 +238,7 @@ class SearchNetwork201(nn.Module):
       cells = nn.scan(_ScannedCell, variable_axes={"params": 0, "batch_stats": 0},
                       split_rngs={"params": True}, in_axes=nn.broadcast,
                       length=self.cells_per_stage)
-      x, _ = cells(train, name=f"stage_{stage}")(x, weights)
+      x, _ = cells(train, self.track_running_stats, name=f"stage_{stage}")(x, weights)
     x = jax.nn.relu(ops.BatchNorm(affine=True, name="last_bn")(x, train))
     pooled = ops.at_least_float32(jnp.mean(x, axis=(1, 2)))
     c = pooled.shape[-1]
@@ -228,10 +248,36 @@ class SearchNetwork201(nn.Module):
 
 
 def init_supernet(model: SearchNetwork201, seed: int, image_shape=(32, 32, 3)):
-  """Returns (weights, batch_stats) of `model` from `seed` (PyTorch's default init)."""
-  images = jnp.zeros((1, *image_shape), jnp.float32)
-  variables = jax.jit(lambda: model.init(jax.random.PRNGKey(seed), images,
-                                         init_alphas(jax.random.PRNGKey(0)), train=True))()
+  """Returns (weights, batch_stats) of `model` from `seed`: PyTorch's default init.
+
+  Convolution and linear weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (the classifier's bias
+  with the classifier's fan-in), BN scale 1 and bias 0, running mean 0 and variance 1. The
+  shapes come from `jax.eval_shape` and the values are drawn on the host with numpy: a jitted
+  `model.init` would compile the network's RNG program, ~15 s on a CPU, for each run (and
+  each seed of a many-seed search).
+  """
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                             jnp.zeros((1, *image_shape), jnp.float32),
+                                             init_alphas(jax.random.PRNGKey(0)), train=True))
+  rng = np.random.default_rng(seed)
+  classifier_fan_in = shapes["params"]["classifier_kernel"].shape[0]
+
+  def value(path, leaf):
+    name = path[-1].key
+    if path[0].key == "batch_stats" or name in ("scale", "bias"):
+      return jnp.full(leaf.shape, 1.0 if name in ("var", "scale") else 0.0, leaf.dtype)
+    if name == "classifier_bias":
+      fan_in = classifier_fan_in
+    elif name in ("conv3x3", "stem", "kernel"):  # (..., k, k, C_in, C_out)
+      fan_in = math.prod(leaf.shape[-4:-1])
+    elif name in ("conv1x1", "shortcut", "classifier_kernel"):  # (..., C_in, C_out)
+      fan_in = leaf.shape[-2]
+    else:
+      raise ValueError(f"init_supernet: no initialiser for the weight {name!r}")
+    bound = 1.0 / math.sqrt(fan_in)
+    return jnp.asarray(rng.uniform(-bound, bound, leaf.shape), leaf.dtype)
+
+  variables = jax.tree_util.tree_map_with_path(value, shapes)
   return variables["params"], variables["batch_stats"]
 
 

@@ -16,7 +16,9 @@ Writes to the workdir: `metrics.jsonl` and TensorBoard scalars, `genotypes/epoch
 the final `genotype.json`, `alphas.npz` (final alphas and their softmax per epoch), and
 pictures of the cells (DARTS: `normal.png`, `reduction.png`; NAS-Bench-201: `cell.png`) and
 of softmax(alpha) over the epochs, `alphas.png`; `checkpoints/last/` and `config.json`, from which a
-run started again on the same workdir resumes (`darts_jax.train.checkpoints`).
+run started again on the same workdir resumes (`darts_jax.train.checkpoints`). With
+`config.num_seeds > 1`, the per-seed files go to `seed_<s>/` and `summary.json` holds every
+seed's cell and the means (`train_and_evaluate`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jax import lax
 import numpy as np
 import optax
 
@@ -77,15 +80,21 @@ def make_optimizers(config, steps_per_epoch: int) -> bilevel.BilevelOptimizers:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the search described by `config`; returns the final genotype and metrics."""
+  """Runs the search described by `config`; returns the final genotype and metrics.
+
+  With `config.num_seeds = N > 1`, N searches run in one program: seeds `config.seed`,
+  ..., `config.seed + N - 1`, each with the initial weights and alphas, data order and keys
+  that a single run with that seed has, stacked along a leading axis of the state that the
+  step and the evaluation are `vmap`ped over. Each seed's outputs go to `seed_<s>/`; the
+  epoch's metrics hold every seed's (`seed_<s>/...`) and their mean and standard deviation.
+  """
   space = spaces.get(config.search_space)  # config checked by tasks.preflight (schema.py)
   dataset = data.load(config.data)
-  train = dataset.train
-  if config.data.get("num_train"):
-    train = data.Split(train.images[:config.data.num_train], train.labels[:config.data.num_train])
-  weight_half, alpha_half = data.search_split(train, config.data.train_portion)
+  # DARTS: halves of the training split; NAS-Bench-201 on CIFAR-100 / ImageNet16-120: the
+  # training split, and half of the test split for the alphas (data.search_halves).
+  weight_half, alpha_half = data.search_halves(dataset, config.data)
   print(f"{config.data.name}: {len(weight_half.labels)} images train the weights, "
-        f"{len(alpha_half.labels)} the alphas; images {train.images.shape[1:]}", flush=True)
+        f"{len(alpha_half.labels)} the alphas; images {weight_half.images.shape[1:]}", flush=True)
 
   # NAS-Bench-201: the benchmark's accuracy of the derived cell, each epoch (shipped table,
   # or the user's converted one: config.benchmark_table).
@@ -94,9 +103,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from darts_jax import nas_bench
     table = nas_bench.load(config.get("benchmark_table") or None)
 
+  seeds = [config.seed + i for i in range(config.get("num_seeds") or 1)]
+  many = len(seeds) > 1  # then every array of the state has a leading seed axis
   model = space.build(config, dataset.num_classes)
-  weights, batch_stats = space.init(model, config.seed, train.images.shape[1:])
-  alphas = space.init_alphas(jax.random.PRNGKey(config.seed))
   if config.batch_size > min(len(weight_half.labels), len(alpha_half.labels)):
     half, size = min((("weight", len(weight_half.labels)), ("alpha", len(alpha_half.labels))),
                      key=lambda h: h[1])
@@ -105,18 +114,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       f"{config.data.train_portion}): lower the batch size or use more data.")
   steps_per_epoch = len(weight_half.labels) // config.batch_size
   opts = make_optimizers(config, steps_per_epoch)
-  state = bilevel.init_search_state(weights, alphas, opts, bilevel.ModelState(batch_stats))
+
+  def init_state(seed):
+    weights, batch_stats = space.init(model, seed, weight_half.images.shape[1:])
+    alphas = space.init_alphas(jax.random.PRNGKey(seed))
+    return bilevel.init_search_state(weights, alphas, opts, bilevel.ModelState(batch_stats))
+
+  states = [init_state(seed) for seed in seeds]
+  state = jax.tree.map(lambda *x: jnp.stack(x), *states) if many else states[0]
+  del states
   search_step = make_search_step(model, opts,
                                  **bilevel.hypergradient_options(config.hypergradient))
 
   def prepare(key, batch):
     images = batch["images"]
     if config.augment:
-      images = augment.random_crop_flip(key, images)
+      images = augment.random_crop_flip(key, images, dataset.crop_padding)
     return {"images": augment.normalise(images, dataset.mean, dataset.std),
             "labels": batch["labels"]}
 
-  def step_fn(state, key, train_batch, val_batch):
+  def step_fn(state, seed_key, step, train_batch, val_batch):
+    key = jax.random.fold_in(seed_key, step)
     k_train, k_val = jax.random.split(key)
     return search_step(state, prepare(k_train, train_batch), prepare(k_val, val_batch),
                        jax.random.fold_in(key, 2))  # the relaxation's keys
@@ -129,101 +147,195 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     correct = jnp.argmax(logits, -1) == batch["labels"]
     return jnp.sum(losses * mask), jnp.sum(correct * mask)
 
-  # Data parallel over every device: the state replicated, each batch split (parallel.py).
+  seed_keys = jnp.stack([jax.random.PRNGKey(s + 2) for s in seeds])
+  if many:  # each seed its own state, key and batches; the evaluation batch is shared
+    chunk = config.get("vmap_seeds") or len(seeds)
+    step_fn = over_seeds(step_fn, (0, 0, None, 0, 0), chunk)
+    eval_step = over_seeds(eval_step, (0, None, None), chunk)
+  else:
+    seed_keys = seed_keys[0]
+
+  # Data parallel over every device: the state replicated, each batch split (parallel.py);
+  # with many seeds, along the batch axis of each seed's batch.
   mesh = parallel.data_mesh()
   state = parallel.replicate(state, mesh)
   step_fn = jax.jit(step_fn, donate_argnums=0, out_shardings=parallel.replicated(mesh))
   eval_step = jax.jit(eval_step, out_shardings=parallel.replicated(mesh))
-  shard = lambda batch: parallel.shard_batch(batch, mesh)
-  step_key = jax.random.PRNGKey(config.seed + 2)
-  history = {kind: [] for kind in alphas}  # softmax(alpha) after each epoch
+  shard = lambda batch, axis=0: parallel.shard_batch(batch, mesh, axis=axis)
+  history = {kind: [] for kind in state.alphas}  # softmax(alpha) after each epoch
   batches = {}
+  folders = [os.path.join(workdir, f"seed_{s}") if many else workdir for s in seeds]
+
+  def next_batch(kind):
+    if not many:
+      return shard(next(batches[kind][0]))
+    stacked = [next(b) for b in batches[kind]]
+    return shard(jax.tree.map(lambda *x: np.stack(x), *stacked), axis=1)
 
   def resume(meta, ckpt):
     del ckpt
     history.update({k: [np.asarray(a, np.float32) for a in v]
                     for k, v in meta.get("history", {}).items()})
-    batches["train"] = data.Batches(weight_half, config.batch_size, seed=config.seed,
-                                    epoch=meta["epoch"], index=meta["index"])
     val_steps = len(alpha_half.labels) // config.batch_size  # its own epochs, if unequal
-    batches["val"] = data.Batches(alpha_half, config.batch_size, seed=config.seed + 1,
-                                  epoch=meta["step"] // val_steps, index=meta["step"] % val_steps)
+    batches["train"] = [data.Batches(weight_half, config.batch_size, seed=s,
+                                     epoch=meta["epoch"], index=meta["index"]) for s in seeds]
+    batches["val"] = [data.Batches(alpha_half, config.batch_size, seed=s + 1,
+                                   epoch=meta["step"] // val_steps,
+                                   index=meta["step"] % val_steps) for s in seeds]
     print(f"search: {config.hypergradient.method} hypergradient, {config.epochs} epochs of "
-          f"{steps_per_epoch} steps, batch {config.batch_size}", flush=True)
+          f"{steps_per_epoch} steps, batch {config.batch_size}"
+          + (f", {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}) in one program" if many else ""),
+          flush=True)
 
   def train_step(state, epoch, index, step):
     del epoch, index
-    state, metrics = step_fn(state, jax.random.fold_in(step_key, step),
-                             shard(next(batches["train"])), shard(next(batches["val"])))
-    return state, loop.StepLog(metrics["train_loss"], metrics["train_accuracy"],
-                               {"weight gradient norm": metrics["weight_grad_norm"],
-                                "alpha hypergradient norm": metrics["alpha_grad_norm"]})
+    state, metrics = step_fn(state, seed_keys, step, next_batch("train"), next_batch("val"))
+    # Many seeds: the progress bar shows their mean; any seed's NaN stops the run.
+    return state, loop.StepLog(jnp.mean(metrics["train_loss"]),
+                               jnp.mean(metrics["train_accuracy"]),
+                               {"weight gradient norm": jnp.max(metrics["weight_grad_norm"]),
+                                "alpha hypergradient norm": jnp.max(metrics["alpha_grad_norm"])})
 
   record = lambda: {"history": {k: [a.tolist() for a in v] for k, v in history.items()}}
+  seed_alphas = lambda alphas: [jax.tree.map(lambda a: a[i], alphas) if many else alphas
+                                for i in range(len(seeds))]
 
   def end_of_epoch(state, epoch, step, progress, ckpt):
     del step, ckpt
     val_loss, val_accuracy = evaluate(eval_step, state, alpha_half, config.batch_size,
                                       config.eval_examples, shard)
-    genotype = space.derive(state.alphas)
+    genotypes = [space.derive(a) for a in seed_alphas(state.alphas)]
     for kind in history:
       history[kind].append(np.asarray(jax.nn.softmax(state.alphas[kind], axis=-1)))
     if parallel.is_primary():
-      with open(os.path.join(workdir, "genotypes", f"epoch_{epoch + 1:03d}.json"), "w") as f:
-        f.write(genotype.to_json())
+      for folder, genotype in zip(folders, genotypes):
+        with open(os.path.join(folder, "genotypes", f"epoch_{epoch + 1:03d}.json"), "w") as f:
+          f.write(genotype.to_json())
     scalars = {"train_loss": progress.loss, "train_accuracy": progress.accuracy,
-               "search_val_loss": val_loss, "search_val_accuracy": val_accuracy,
+               "search_val_loss": float(np.mean(val_loss)),
+               "search_val_accuracy": float(np.mean(val_accuracy)),
                "learning_rate": float(bilevel.cosine_per_epoch(
                    config.learning_rate, config.learning_rate_min, config.epochs,
                    steps_per_epoch)(epoch * steps_per_epoch))}
-    benchmark = ""
-    if table is not None:
-      looked_up, line = table.report(genotype)
-      scalars.update(looked_up)
-      benchmark = "\n  " + line
-    report = lambda s: (
-        f"epoch {epoch + 1}/{config.epochs}: train loss {s['train_loss']:.4f} acc "
-        f"{s['train_accuracy']:.4f} | search-val loss {val_loss:.4f} acc {val_accuracy:.4f} | "
-        f"{s['epoch_seconds']:.1f}s\n  genotype {genotype}{benchmark}")
+    looked_up, lines = lookups(genotypes)
+    if many:
+      for i, s in enumerate(seeds):
+        scalars[f"seed_{s}/search_val_loss"] = float(val_loss[i])
+        scalars[f"seed_{s}/search_val_accuracy"] = float(val_accuracy[i])
+      scalars["search_val_accuracy/std"] = float(np.std(val_accuracy))
+    scalars.update(looked_up)
+
+    def report(s):
+      val = (f"acc {s['search_val_accuracy']:.4f}" if not many else
+             f"acc {s['search_val_accuracy']:.4f} +- {s['search_val_accuracy/std']:.4f} "
+             f"(mean +- std of {len(seeds)} seeds)")
+      cells = "".join(f"\n  {'' if not many else f'seed {seed}: '}genotype {g}{line}"
+                      for seed, g, line in zip(seeds, genotypes, lines[:len(seeds)]))
+      return (f"epoch {epoch + 1}/{config.epochs}: train loss {s['train_loss']:.4f} acc "
+              f"{s['train_accuracy']:.4f} | search-val loss {s['search_val_loss']:.4f} {val} | "
+              f"{s['epoch_seconds']:.1f}s{cells}" + "".join(f"\n  {l}" for l in lines[len(seeds):]))
     return loop.EpochEnd(state, scalars, record(), report)
+
+  def lookups(genotypes):
+    """The benchmark's accuracy of each seed's cell (NAS-Bench-201): scalars, and a line
+    per seed (then one of the means, for many seeds)."""
+    if table is None:
+      return {}, [""] * len(genotypes)
+    reports = [table.report(g, dataset=config.data.name) for g in genotypes]
+    if not many:
+      return reports[0][0], ["\n  " + reports[0][1]]
+    scalars, lines = {}, []
+    for s, (looked_up, line) in zip(seeds, reports):
+      scalars.update({f"seed_{s}/{k}": v for k, v in looked_up.items()})
+      lines.append("\n    " + line)
+    summary, line = table.summarise(genotypes, dataset=config.data.name)
+    scalars.update(summary)
+    return scalars, lines + [line]
+
+  def on_open():
+    for folder in folders:
+      os.makedirs(os.path.join(folder, "genotypes"), exist_ok=True)
 
   state, scalars = loop.run(
       config, workdir, state, steps_per_epoch=steps_per_epoch, train_step=train_step,
-      end_of_epoch=end_of_epoch, resume=resume, record=record,
-      on_open=lambda: os.makedirs(os.path.join(workdir, "genotypes"), exist_ok=True))
+      end_of_epoch=end_of_epoch, resume=resume, record=record, on_open=on_open)
 
-  genotype = space.derive(state.alphas)
+  genotypes = [space.derive(a) for a in seed_alphas(state.alphas)]
   pictures = []
   if parallel.is_primary():
-    with open(os.path.join(workdir, "genotype.json"), "w") as f:
-      f.write(genotype.to_json())
-    np.savez(os.path.join(workdir, "alphas.npz"),
-             **{kind: np.asarray(a) for kind, a in state.alphas.items()},
-             **{f"softmax_{kind}_per_epoch": np.stack(h) for kind, h in history.items()})
-    pictures = space.draw(genotype, workdir) + ["alphas.png"]
-    drawing.plot_alpha_history(history, os.path.join(workdir, "alphas.png"), space.ops,
-                               space.edges)
+    for i, (folder, genotype) in enumerate(zip(folders, genotypes)):
+      own = {k: [h[i] if many else h for h in v] for k, v in history.items()}
+      alphas = seed_alphas(state.alphas)[i]
+      with open(os.path.join(folder, "genotype.json"), "w") as f:
+        f.write(genotype.to_json())
+      np.savez(os.path.join(folder, "alphas.npz"),
+               **{kind: np.asarray(a) for kind, a in alphas.items()},
+               **{f"softmax_{kind}_per_epoch": np.stack(h) for kind, h in own.items()})
+      pictures = space.draw(genotype, folder) + ["alphas.png"]
+      drawing.plot_alpha_history(own, os.path.join(folder, "alphas.png"), space.ops,
+                                 space.edges)
   kind = next(iter(history))  # DARTS: the normal cell
-  print(f"softmax(alphas[{kind!r}]) (rows: edges; columns: {', '.join(space.ops)}):")
-  for row in history[kind][-1]:
-    print("  " + " ".join(f"{p:.3f}" for p in row))
-  print(f"derived genotype: {genotype}\nwrote {workdir}/genotype.json, "
-        f"{', '.join(pictures)}", flush=True)
-  result = {"genotype": json.loads(genotype.to_json()), **scalars}
+  looked_up, lines = lookups(genotypes)
+  for i, (seed, genotype) in enumerate(zip(seeds, genotypes)):
+    alphas = seed_alphas(state.alphas)[i]
+    name = f"seed {seed}: " if many else ""
+    print(f"{name}softmax(alphas[{kind!r}]) (rows: edges; columns: {', '.join(space.ops)}):")
+    for row in np.asarray(jax.nn.softmax(alphas[kind], axis=-1)):
+      print("  " + " ".join(f"{p:.3f}" for p in row))
+    print(f"{name}derived genotype: {genotype}\nwrote {folders[i]}/genotype.json, "
+          f"{', '.join(pictures)}", flush=True)
+    if table is not None:
+      print(f"{name}{lines[i].strip()}, among {nas_bench.NUM_CELLS} cells", flush=True)
+  if not many:
+    return {"genotype": json.loads(genotypes[0].to_json()), **scalars, **looked_up}
+  summary = {"seeds": seeds,
+             "genotypes": {str(s): json.loads(g.to_json()) for s, g in zip(seeds, genotypes)},
+             **{k: v for k, v in {**scalars, **looked_up}.items() if "/" not in k
+                or k.endswith(("/mean", "/std"))}}
   if table is not None:
-    looked_up, line = table.report(genotype)
-    print(f"{line}, among {nas_bench.NUM_CELLS} cells", flush=True)
-    result.update(looked_up)
-  return result
+    print(lines[-1], flush=True)
+  if parallel.is_primary():
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=1)
+  return {**scalars, **looked_up, "seeds": seeds,
+          "genotypes": [json.loads(g.to_json()) for g in genotypes]}
+
+
+def over_seeds(fn, in_axes, chunk: int):
+  """`fn` over the leading seed axis of the arguments whose `in_axes` entry is 0.
+
+  `chunk` seeds at a time are `vmap`ped; the chunks run one after the other in the same
+  program (`lax.map`), so `chunk` trades speed for memory: all seeds at once (`chunk` >= N)
+  is one `vmap`, `chunk=1` a loop of the one-seed step. Why it matters: vmapping a
+  convolution over per-seed kernels makes it a grouped convolution, which XLA's CPU backend
+  runs several times slower than separate ones (benchmarks/README.md, "Many seeds").
+  """
+  vmapped = jax.vmap(fn, in_axes=in_axes)
+
+  def mapped(*args):
+    n = next(jax.tree.leaves(a)[0].shape[0] for a, ax in zip(args, in_axes) if ax == 0)
+    if chunk >= n:
+      return vmapped(*args)
+    seeded = tuple(a for a, ax in zip(args, in_axes) if ax == 0)
+
+    def one(xs):
+      xs = iter(xs)
+      return fn(*[next(xs) if ax == 0 else a for a, ax in zip(args, in_axes)])
+
+    return lax.map(one, seeded, batch_size=None if chunk == 1 else chunk)
+
+  return mapped
 
 
 def evaluate(eval_step, state, split: data.Split, batch_size: int, limit=None,
              shard=lambda x: x):
-  """Mean loss and accuracy of the supernet (evaluation mode) over `split`."""
+  """Mean loss and accuracy of the supernet (evaluation mode) over `split`: floats, or (N,)
+  arrays when `eval_step` is vmapped over N seeds."""
   n = len(split.labels) if not limit else min(limit, len(split.labels))
   total_loss = total_correct = 0.0
   for batch, mask in data.padded_batches(split, batch_size, limit):
     loss, correct = eval_step(state, *shard((batch, mask)))
-    total_loss += float(loss)
-    total_correct += float(correct)
-  return total_loss / n, total_correct / n
+    total_loss = total_loss + np.asarray(loss, np.float64)
+    total_correct = total_correct + np.asarray(correct, np.float64)
+  unpack = lambda x: float(x) if np.ndim(x) == 0 else x
+  return unpack(total_loss / n), unpack(total_correct / n)

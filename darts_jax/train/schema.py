@@ -199,6 +199,11 @@ def _schedules():
   return SCHEDULES
 
 
+def _alpha_splits():
+  from darts_jax.data.images import ALPHA_SPLITS
+  return ALPHA_SPLITS
+
+
 def _toy_candidates():
   from darts_jax.train.toy_search import CANDIDATES
   return tuple(CANDIDATES)
@@ -262,13 +267,18 @@ SCHEMAS = {
     "cnn_search": {
         **RUN, **SGD, "momentum": FRACTION, **ALPHAS, **IMAGE_DATA,
         "search_space": Choice(_spaces),
+        "num_seeds": Int(1, optional=True),  # searches vmapped in one program
+        "vmap_seeds": Int(0, optional=True),  # seeds per vmapped chunk; 0: all at once
         "relaxation": Choice(_relaxations),
-        "data.name": Choice(("cifar10", "cifar100", "digits")),
+        "data.name": Choice(("cifar10", "cifar100", "ImageNet16-120", "digits")),
         "data.train_portion": Real(0, 1, low_open=True, high_open=True),
+        "data.alpha_split": Choice(_alpha_splits, optional=True),  # absent: "train" (DARTS)
+        "data.split_file": Text(optional=True),  # NAS-Bench-201's split file; "": none
         "augment": Bool(),
         "model.channels": Int(1),
         "model.layers": Int(1, optional=True),  # the DARTS space
         "model.cells_per_stage": Int(1, optional=True),  # NAS-Bench-201
+        "model.track_running_stats": Bool(optional=True),  # NAS-Bench-201's cells' BN
         "model.remat": Choice(_remat_policies),
         "model.dtype": Choice(_compute_dtypes),
         "learning_rate_min": NON_NEGATIVE,
@@ -355,8 +365,16 @@ def _space_has_its_size(config):
   return None
 
 
+def _cell_bn_of_nb201(config):
+  if config.task == "cnn_search" and config.search_space != "nas_bench_201" and \
+      "track_running_stats" in config.model:
+    return (f"--config.model.track_running_stats is an option of the NAS-Bench-201 space, not of "
+            f"--config.search_space={config.search_space}: remove it.")
+  return None
+
+
 RELATIONS = (_min_below_max, _finite_difference_unrolls_once, _tied_embedding,
-             _space_has_its_size)
+             _space_has_its_size, _cell_bn_of_nb201)
 
 
 # --- The check ----------------------------------------------------------------------------------
