@@ -10,6 +10,8 @@ axis and the step mapped over it by `cnn_search.over_seeds`, `vmap_seeds` seeds 
 program), jitted with the state donated. Each (method, N) runs in a fresh subprocess, so its compile time and
 peak RSS are its own. N separate runs cost N compiles and N times the one-seed step; the
 table's ratios compare those with the one program, measured in the same run of this script.
+`--processes 4` adds N one-seed runs started at once as N processes (what N separate runs on
+one machine are): their images per second over the span of their aligned timed steps.
 Results: benchmarks/results/many_seeds.json and a markdown table on stdout.
 """
 
@@ -69,6 +71,11 @@ def run_one(args):
   compile_s = time.perf_counter() - start
   state, metrics = compiled(state, batch(), batch(), keys)  # warm-up
   jax.block_until_ready(metrics)
+  if args.barrier:  # one of N concurrent processes: start the timed steps together
+    open(os.path.join(args.barrier, f"ready_{os.getpid()}"), "w").close()
+    while len(os.listdir(args.barrier)) < int(args.processes):
+      time.sleep(0.05)
+  began = time.time()
   times = []
   for _ in range(args.steps):
     train, val = batch(), batch()
@@ -81,7 +88,35 @@ def run_one(args):
       "method": args.method, "num_seeds": n, "vmap_seeds": args.vmap_seeds,
       "compile_s": compile_s,
       "step_s": statistics.median(times), "steps_timed": args.steps,
+      "timed_from": began, "timed_to": time.time(),
       "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}), flush=True)
+
+
+def concurrent_runs(n: int, steps: int) -> dict:
+  """N first-order one-seed processes started together, their timed steps aligned by a
+  barrier: images per second of all N over the span from the first start to the last end."""
+  import subprocess
+  import tempfile
+  with tempfile.TemporaryDirectory() as barrier:
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", "--method", "first_order",
+           "--num_seeds", "1", "--vmap_seeds", "1", "--steps", str(steps), "--barrier", barrier,
+           "--processes", str(n)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(n)]
+    outs = [p.communicate() for p in procs]
+  results = []
+  for p, (out, err) in zip(procs, outs):
+    lines = [l for l in out.splitlines() if l.startswith("RESULT ")]
+    if p.returncode or not lines:
+      return {"method": "first_order", "num_seeds": n, "vmap_seeds": 1, "processes": n,
+              "failed": True, "returncode": p.returncode, "stderr_tail": err[-1500:]}
+    results.append(json.loads(lines[-1][len("RESULT "):]))
+  span = max(r["timed_to"] for r in results) - min(r["timed_from"] for r in results)
+  return {"method": "first_order", "num_seeds": n, "vmap_seeds": 1, "processes": n,
+          "compile_s": statistics.median(r["compile_s"] for r in results),
+          "step_s": statistics.median(r["step_s"] for r in results),
+          "images_per_s": 64 * steps * n / span,
+          "peak_rss_gb": sum(r["peak_rss_gb"] for r in results)}
 
 
 def main():
@@ -90,11 +125,16 @@ def main():
   # N:vmap_seeds; N:N vmapped at once needs N times one seed's memory (3.4 GB first order).
   parser.add_argument("--runs", default="1:1,4:1,4:4,8:1")
   parser.add_argument("--steps", type=int, default=1)
+  # N one-seed processes at once, each its own program (what N separate runs on one machine
+  # are); 8 of them need 8 x one seed's memory.
+  parser.add_argument("--processes", default="4", help="N,...: concurrent one-seed runs "
+                      "(first order only); empty: none")
   parser.add_argument("--out", default="benchmarks/results/many_seeds.json")
   parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--method", help=argparse.SUPPRESS)
   parser.add_argument("--num_seeds", type=int, help=argparse.SUPPRESS)
   parser.add_argument("--vmap_seeds", type=int, help=argparse.SUPPRESS)
+  parser.add_argument("--barrier", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.one:
     return run_one(args)
@@ -108,21 +148,34 @@ def main():
                                   method=method, num_seeds=n, vmap_seeds=chunk)
       print(json.dumps(row), flush=True)
       rows.append(row)
+  for n in [int(p) for p in args.processes.split(",") if p]:
+    rows.append(concurrent_runs(n, args.steps))
+    print(json.dumps(rows[-1]), flush=True)
   one = {r["method"]: r for r in rows if r["num_seeds"] == 1 and not r.get("failed")}
+  for r in rows:
+    if not r.get("failed"):
+      r.setdefault("images_per_s", 64 * r["num_seeds"] / r["step_s"])
   print("| method | seeds | vmapped at once | compile (s) | step (s) | step per seed (s) | N "
-        "separate runs' steps / one program's | peak RSS (GB) |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- |")
+        "separate runs' steps / one program's | images/s | peak RSS (GB) |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
     if r.get("failed"):
       print(f"| {r['method']} | {r['num_seeds']} | {r['vmap_seeds']} | failed "
-            f"({r['returncode']}) | | | | |")
+            f"({r['returncode']}) | | | | | |")
+      continue
+    if r.get("processes"):
+      print(f"| {r['method']} | {r['num_seeds']} | {r['num_seeds']} processes at once | "
+            f"{r['compile_s']:.1f} (each) | {r['step_s']:.2f} (each) | "
+            f"{r['step_s'] / r['num_seeds']:.2f} | | {r['images_per_s']:.1f} | "
+            f"{r['peak_rss_gb']:.2f} (sum) |")
       continue
     base = one.get(r["method"])
     ratio = f"{r['num_seeds'] * base['step_s'] / r['step_s']:.2f}" if base else ""
     r["separate_over_vmapped"] = float(ratio) if ratio else None
     print(f"| {r['method']} | {r['num_seeds']} | {r['vmap_seeds']} | {r['compile_s']:.1f} | "
           f"{r['step_s']:.2f} | "
-          f"{r['step_s'] / r['num_seeds']:.2f} | {ratio} | {r['peak_rss_gb']:.2f} |")
+          f"{r['step_s'] / r['num_seeds']:.2f} | {ratio} | {r['images_per_s']:.1f} | "
+          f"{r['peak_rss_gb']:.2f} |")
   with open("/proc/cpuinfo") as f:
     cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
   write_results(args.out, "many_seeds", rows, cpu=cpu, batch=64, space="nas_bench_201")

@@ -31,8 +31,9 @@ PAPER_FLOPS_PER_IMAGE = 2 * 300.3e6  # one supernet forward, official count of m
 
 def run_one(args):
   """Measures one (method, batch) in this process and prints a JSON line."""
-  from darts_jax.train import xla_flags
-  xla_flags.configure_cpu()  # as main.py does
+  if args.fast_kernels:
+    from darts_jax.train import xla_flags
+    xla_flags.configure_cpu()  # as main.py does with config.xla_cpu_fast_kernels
   import jax
   if args.cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.cache_dir)
@@ -45,7 +46,8 @@ def run_one(args):
   from darts_jax.train import cnn_search
 
   if args.space == "darts":
-    model = supernet.SearchNetwork(channels=args.channels, layers=args.layers, remat=args.remat)
+    model = supernet.SearchNetwork(channels=args.channels, layers=args.layers, remat=args.remat,
+                                   impl=args.impl or None, edge_loop=args.edge_loop or None)
   else:  # the benchmark's network: 3 stages of 5 cells
     model = nas_bench_201.SearchNetwork201(channels=args.channels, cells_per_stage=5)
   space = search_spaces.get(args.space)
@@ -73,7 +75,9 @@ def run_one(args):
     jax.block_until_ready(metrics)
     if i:  # the first call pays one-off allocation costs
       times.append(time.perf_counter() - start)
-  record = {"method": args.method, "batch": args.batch, "lower_s": lower_s,
+  record = {"method": args.method, "batch": args.batch, "impl": args.impl or "default",
+            "edge_loop": args.edge_loop or "default", "fast_kernels": args.fast_kernels,
+            "lower_s": lower_s,
             "compile_s": compile_s, "step_s": statistics.median(times) if times else None,
             "steps_timed": len(times),
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
@@ -134,6 +138,11 @@ def main():
   parser.add_argument("--channels", type=int, default=16)
   parser.add_argument("--layers", type=int, default=8)
   parser.add_argument("--remat", default="edge", help="SearchNetwork.remat policy")
+  parser.add_argument("--impl", default="", help="depthwise: dense | grouped | shifted "
+                      "(default: by backend)")
+  parser.add_argument("--edge-loop", default="", help="scan | unroll (default: scan)")
+  parser.add_argument("--fast-kernels", type=int, default=1,
+                      help="1: XLA_FLAGS=--xla_cpu_use_fusion_emitters=false, as the configs")
   parser.add_argument("--fd-error", action="store_true")
   parser.add_argument("--out", help="default: benchmarks/results/search_step[_<space>].json")
   # Internal: one measurement in this process.
@@ -157,7 +166,8 @@ def main():
           cmd = [sys.executable, __file__, "--one", "--method", method, "--batch", str(batch),
                  "--steps", str(steps), "--cache-dir", cache, "--channels", str(args.channels),
                  "--space", args.space,
-                 "--layers", str(args.layers), "--remat", args.remat]
+                 "--layers", str(args.layers), "--remat", args.remat, "--impl", args.impl,
+                 "--edge-loop", args.edge_loop, "--fast-kernels", str(args.fast_kernels)]
           out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
           lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
           if out.returncode or not lines:

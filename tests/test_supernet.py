@@ -73,7 +73,7 @@ def reference_result(tiny):
                                                                   images)
 
 
-@pytest.mark.parametrize("impl,edge_loop,remat", [("dense", "scan", "edge"),
+@pytest.mark.parametrize("impl,edge_loop,remat", [("shifted", "scan", "edge"),
                                                   ("grouped", "unroll", "conv"),
                                                   ("dense", "scan", "none")])
 def test_fast_supernet_matches_per_edge_reference(tiny, reference_result, impl, edge_loop,

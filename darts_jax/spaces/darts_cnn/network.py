@@ -39,9 +39,7 @@ from darts_jax.spaces.darts_cnn.genotypes import Genotype, PRIMITIVES
 from darts_jax.errors import GenotypeError
 
 
-def default_impl() -> str:
-  """Depthwise convolutions as shifted windows on CPU (fastest there), native elsewhere."""
-  return "shifted" if jax.default_backend() == "cpu" else "grouped"
+default_impl = ops.default_depthwise_impl  # the supernet's and the network's are one choice
 
 
 def _kernel(module: nn.Module, name: str, shape, fan_in: int):

@@ -12,8 +12,8 @@ XLA compiles every one of them separately: minutes on CPU. Here a cell stacks th
 BN statistics of its 14 edges, `(14, ...)` in the order of the alpha rows
 (`genotypes.edge_index`), and runs the edges in a `lax.scan` whose body is one mixed op
 (`mixed_edge`), so the compiled program holds one mixed op per cell. Within it, same-shaped
-outputs share their BN call, and on CPU each depthwise + 1x1 pair is one dense convolution
-(see `darts_jax.spaces.ops`).
+outputs share their BN call, and on CPU each depthwise convolution is a sum of shifted windows
+with a hand-written gradient (`darts_jax.spaces.ops.depthwise`, `impl="shifted"`).
 
 Mixed precision. `SearchNetwork(dtype="bfloat16")` computes in bfloat16 and keeps float32
 parameters, alphas and BN statistics: the images are cast on entry, the weights where they are
@@ -283,7 +283,8 @@ class SearchNetwork(nn.Module):
     num_classes: 10 for CIFAR-10.
     layers: number of cells (8).
     stem_multiplier: the stem has stem_multiplier * C channels (3).
-    impl: "dense" | "grouped" depthwise formulation; None picks by backend.
+    impl: the depthwise formulation, "shifted" | "grouped" | "dense" (`ops.DEPTHWISE_IMPLS`);
+      None picks by backend (`ops.default_depthwise_impl`).
     edge_loop: "scan" (default) runs a cell's edges in a loop: a small program, one compiled
       mixed op per cell (measured at batch 16 on 2 CPU cores: gradient compile 13 s, step
       2.6 s); "unroll" writes them out (61 s, 2.6 s). On CPU the loop is only fast because
