@@ -55,8 +55,8 @@ def run_one(args):
   alphas = space.init_alphas(jax.random.PRNGKey(1))
   opts = bilevel.darts_optimizers()
   state = bilevel.init_search_state(weights, alphas, opts, bilevel.ModelState(batch_stats))
-  step = jax.jit(cnn_search.make_search_step(model, opts, method=args.method),
-                 donate_argnums=0)
+  step = jax.jit(cnn_search.make_search_step(model, opts, method=args.method,
+                                             exact_mode=args.exact_mode), donate_argnums=0)
   key = jax.random.PRNGKey(2)
   batch = lambda k: {"images": jax.random.normal(k, (args.batch, 32, 32, 3)),
                      "labels": jax.random.randint(k, (args.batch,), 0, 10)}
@@ -77,6 +77,7 @@ def run_one(args):
       times.append(time.perf_counter() - start)
   record = {"method": args.method, "batch": args.batch, "impl": args.impl or "default",
             "edge_loop": args.edge_loop or "default", "fast_kernels": args.fast_kernels,
+            "remat": args.remat, "exact_mode": args.exact_mode,
             "lower_s": lower_s,
             "compile_s": compile_s, "step_s": statistics.median(times) if times else None,
             "steps_timed": len(times),
@@ -143,6 +144,9 @@ def main():
   parser.add_argument("--edge-loop", default="", help="scan | unroll (default: scan)")
   parser.add_argument("--fast-kernels", type=int, default=1,
                       help="1: XLA_FLAGS=--xla_cpu_use_fusion_emitters=false, as the configs")
+  parser.add_argument("--exact-mode", default="forward_over_reverse",
+                      help="the exact hypergradient's form: forward_over_reverse | "
+                      "reverse_over_reverse")
   parser.add_argument("--fd-error", action="store_true")
   parser.add_argument("--out", help="default: benchmarks/results/search_step[_<space>].json")
   # Internal: one measurement in this process.
@@ -167,7 +171,8 @@ def main():
                  "--steps", str(steps), "--cache-dir", cache, "--channels", str(args.channels),
                  "--space", args.space,
                  "--layers", str(args.layers), "--remat", args.remat, "--impl", args.impl,
-                 "--edge-loop", args.edge_loop, "--fast-kernels", str(args.fast_kernels)]
+                 "--edge-loop", args.edge_loop, "--fast-kernels", str(args.fast_kernels),
+                 "--exact-mode", args.exact_mode]
           out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
           lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
           if out.returncode or not lines:
