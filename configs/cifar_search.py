@@ -28,6 +28,9 @@ def get_config():
   config.search_space = "darts"  # darts | nas_bench_201 (darts_jax.spaces)
   # The map from alphas to mixing weights (darts_jax.relaxations): DARTS' softmax.
   config.relaxation = "softmax"
+  # A term of the alphas added to the alpha step's objective (darts_jax.regularisers): none
+  # in DARTS; beta_decay (beta-DARTS), zero_one (FairDARTS), dirichlet_kl (DrNAS' KL option).
+  config.regulariser = ml_collections.ConfigDict({"name": "none", "scale": 0.0})
   config.data = ml_collections.ConfigDict()
   config.data.name = "cifar10"
   config.data.dir = ""  # a folder of CIFAR-10 binary files; empty: tensorflow-datasets

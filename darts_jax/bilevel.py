@@ -17,11 +17,19 @@ The model is a pure loss with its non-differentiated state passed in and returne
     loss_fn(weights, alphas, batch, model_state: LossState, key)
         -> (loss, (new LossState, {name: scalar metric}))
 
-`LossState(shared, carry)`: `shared` is read by every evaluation and updated by the weight
-step (BN running statistics); `carry` belongs to the batch's data stream (a recurrent
-network's hidden state: the training stream's in the inner and weight steps, the validation
-stream's in the outer loss). `key` is a fresh PRNG key per evaluation (dropout, a sampled
-relaxation). Models without such state return the `LossState` they were given.
+`LossState(shared, carry, relax_key, epoch)`: `shared` is read by every evaluation and
+updated by the weight step (BN running statistics); `carry` belongs to the batch's data stream
+(a recurrent network's hidden state: the training stream's in the inner and weight steps, the
+validation stream's in the outer loss). `relax_key` and `epoch` are the relaxation's inputs
+(`darts_jax.relaxations`): the alpha step gives its virtual step and its validation loss the
+same `relax_key`, so a sampled relaxation's hypergradient is that of one objective (the sample
+held fixed), and the weight step a fresh one; `epoch` (from 0) drives the schedules of
+temperatures and regularisers. `key` is a fresh PRNG key per evaluation (dropout). Models
+without such state return the `LossState` they were given.
+
+The alpha step may add a regulariser of the alphas to the validation loss
+(`alpha_penalty(alphas, epoch)`, e.g. beta-DARTS' beta-decay); being a function of the alphas
+alone, its gradient is added to the hypergradient, whatever the hypergradient's method.
 
 Where the release and this step differ: the official CNN code also folds the architecture
 step's forward passes into the BN running statistics; here only the weight step's are kept,
@@ -130,10 +138,13 @@ class ModelState(NamedTuple):
 
 
 class LossState(NamedTuple):
-  """What one loss evaluation reads of the model state: the shared part and its stream's."""
+  """What one loss evaluation reads: the shared model state, its stream's carry, and the
+  relaxation's PRNG key (None: a relaxation that draws nothing) and epoch."""
 
   shared: PyTree = ()
   carry: PyTree = ()
+  relax_key: Any = None
+  epoch: Any = 0
 
 
 class SearchState(NamedTuple):
@@ -175,7 +186,7 @@ def hypergradient_options(block) -> dict:
 def bilevel_step(loss_fn, opts: BilevelOptimizers, state: SearchState, train_batch, val_batch,
                  key=None, *, method: str = "exact", unroll_steps: int = 1,
                  exact_mode: str = "forward_over_reverse", fd_epsilon: float = 0.01,
-                 weight_loss_fn=None):
+                 weight_loss_fn=None, epoch=0, alpha_penalty=None):
   """One search iteration: the alpha step through the hypergradient, then the weight step.
 
   Pure and jittable; close over `loss_fn` and `opts` (e.g. with `functools.partial`).
@@ -194,19 +205,28 @@ def bilevel_step(loss_fn, opts: BilevelOptimizers, state: SearchState, train_bat
       (`darts_jax.hypergradient`).
     weight_loss_fn: the weight step's loss, when it differs from the architecture step's
       (e.g. with an activation penalty); the same signature. Default: `loss_fn`.
+    epoch: the epoch of this step (from 0, a traced scalar is fine), passed to the
+      relaxation (`LossState.epoch`) and to `alpha_penalty`.
+    alpha_penalty: `alpha_penalty(alphas, epoch) -> scalar`, added to the alpha step's
+      (validation) objective; None: none (DARTS).
 
   Returns:
     `(new state, metrics)`. metrics: `train_loss`, `val_loss` (at the virtual weights),
-    `train_<m>` and `val_<m>` for each metric `m` of the loss, and `weight_grad_norm` and
-    `alpha_grad_norm`, whose finiteness says whether any gradient entry is NaN or inf.
+    `train_<m>` and `val_<m>` for each metric `m` of the loss, `alpha_penalty` (with a
+    penalty), and `weight_grad_norm` and `alpha_grad_norm`, whose finiteness says whether any
+    gradient entry is NaN or inf.
   """
   key = jax.random.PRNGKey(0) if key is None else key
   k_inner, k_outer, k_weight = jax.random.split(key, 3)
+  # The relaxation's keys: one for the alpha step's virtual step(s) and validation loss alike,
+  # one for the weight step. Folded in, so the dropout keys above are those of before.
+  k_relax, k_relax_weight = jax.random.split(jax.random.fold_in(key, 7))
   model = state.model_state
 
   def stream_loss(weights, alphas, stream):
-    loss, (new, metrics) = loss_fn(weights, alphas, stream["batch"],
-                                   LossState(model.shared, stream["carry"]), stream["key"])
+    loss, (new, metrics) = loss_fn(
+        weights, alphas, stream["batch"],
+        LossState(model.shared, stream["carry"], k_relax, epoch), stream["key"])
     return loss, (new.carry, metrics, loss)
 
   inner = {"batch": train_batch, "carry": model.train, "key": k_inner}
@@ -219,20 +239,26 @@ def bilevel_step(loss_fn, opts: BilevelOptimizers, state: SearchState, train_bat
       stream_loss, state.weights, state.alphas, inner, outer, opts.inner,
       opts.inner_state(state.weight_opt_state), method=method, has_aux=True,
       unroll_steps=unroll_steps, exact_mode=exact_mode, fd_epsilon=fd_epsilon)
+  penalty = {}
+  if alpha_penalty is not None:
+    value, penalty_grads = jax.value_and_grad(alpha_penalty)(state.alphas, epoch)
+    alpha_grads = jax.tree.map(jnp.add, alpha_grads, penalty_grads)
+    penalty = {"alpha_penalty": value}
   updates, alpha_opt_state = opts.alpha.update(alpha_grads, state.alpha_opt_state,
                                                state.alphas)
   alphas = optax.apply_updates(state.alphas, updates)
 
   (train_loss, (new, train_metrics)), grads = jax.value_and_grad(
-      weight_loss_fn or loss_fn, has_aux=True)(state.weights, alphas, train_batch,
-                                               LossState(model.shared, model.train), k_weight)
+      weight_loss_fn or loss_fn, has_aux=True)(
+          state.weights, alphas, train_batch,
+          LossState(model.shared, model.train, k_relax_weight, epoch), k_weight)
   updates, weight_opt_state = opts.weight.update(grads, state.weight_opt_state, state.weights)
   weights = optax.apply_updates(state.weights, updates)
   new_state = SearchState(weights, alphas, ModelState(new.shared, new.carry, val_carry),
                           weight_opt_state, alpha_opt_state)
   metrics = {"train_loss": train_loss, "val_loss": val_loss,
              **{f"train_{k}": v for k, v in train_metrics.items()},
-             **{f"val_{k}": v for k, v in val_metrics.items()},
+             **{f"val_{k}": v for k, v in val_metrics.items()}, **penalty,
              "weight_grad_norm": optax.tree.norm(grads),
              "alpha_grad_norm": optax.tree.norm(alpha_grads)}
   return new_state, metrics

@@ -1,34 +1,88 @@
 """Relaxations: the map from alphas to the mixing weights of a supernet's mixed ops.
 
-A relaxation is a function `relax(logits, key) -> mix` on one alpha array, `(edges, ops)`,
-returning the weights each edge gives its ops, of the same shape. The supernets receive it
-as data (`SearchNetwork(relax=...)`, `SearchNetwork201`, `RNNModel`) and call it once per
-alpha array inside the jitted loss, with a key of their own for each (None when the loss
-passes none), so a relaxation may sample (a Gumbel-softmax, a Dirichlet draw).
+A relaxation is a function `relax(logits, key, epoch) -> mix` on one alpha array,
+`(edges, ops)`, returning the weights each edge gives its ops, of the same shape. The
+supernets receive it as data (`SearchNetwork(relax=...)`, `SearchNetwork201`, `RNNModel`) and
+call it once per alpha array inside the jitted loss, with a key of their own for each and the
+step's epoch (from 0), so a relaxation may sample (a Dirichlet draw) and follow a schedule (a
+decaying auxiliary skip). With `key=None` (evaluation mode, and losses that pass no key) a
+sampling relaxation returns its deterministic counterpart, said in its docstring.
 
-DARTS' continuous relaxation (Liu et al., 2019, eq. 2) is the softmax over each edge's ops.
 A config names its relaxation (`config.relaxation`); adding one is a function here and its
-entry in `RELAXATIONS`.
+entry in `RELAXATIONS` (with `build` passing it what it needs of the config and search space).
+
+  * softmax: DARTS (Liu et al., 2019, eq. 2).
+  * dirichlet: DrNAS (Chen et al., ICLR 2021): a reparameterised Dirichlet(elu(alpha) + 1) draw.
+  * sigmoid: FairDARTS (Chu et al., ECCV 2020): each op its own sigmoid(alpha), no competition.
+  * darts_minus: DARTS- (Chu et al., ICLR 2021): the softmax plus an auxiliary skip connection
+    beta * x on every mixed op, beta decaying linearly from `aux_skip_beta` to 0.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
+
+from darts_jax.errors import ConfigError
 
 
-def softmax(logits, key=None):
+def softmax(logits, key=None, epoch=0):
   """DARTS: `mix[e, k] = exp(alpha[e, k]) / sum_j exp(alpha[e, j])`; draws nothing."""
-  del key
+  del key, epoch
   return jax.nn.softmax(logits, axis=-1)
 
 
-RELAXATIONS: dict[str, Callable] = {"softmax": softmax}
+def dirichlet(logits, key=None, epoch=0):
+  """DrNAS: one draw per edge from Dirichlet(elu(alpha) + 1), differentiable in alpha
+  through JAX's implicit reparameterisation of the gamma draws (the release's
+  `Dirichlet(F.elu(alpha) + 1).rsample()`, xiangning-chen/DrNAS, utils.py). Every loss
+  evaluation draws afresh, as the release's every forward pass does (within one alpha step
+  the virtual step and the validation loss share the draw, `bilevel.LossState`).
+  key=None: the Dirichlet's mean, concentration / sum(concentration)."""
+  del epoch
+  concentration = jax.nn.elu(logits) + 1.0
+  if key is None:
+    return concentration / jnp.sum(concentration, axis=-1, keepdims=True)
+  return jax.random.dirichlet(key, concentration).astype(logits.dtype)
+
+
+def sigmoid(logits, key=None, epoch=0):
+  """FairDARTS: `mix[e, k] = sigmoid(alpha[e, k])`, each op weighted independently
+  (xiaomi-automl/FairDARTS, fairdarts/model_search.py); draws nothing."""
+  del key, epoch
+  return jax.nn.sigmoid(logits)
+
+
+def aux_skip_beta(epoch, *, beta0: float, epochs: int):
+  """DARTS-'s linear decay, `beta = beta0 * (epochs - epoch) / epochs` for epoch = 0 ..
+  epochs - 1 (Meituan-AutoML/DARTS-, src/utils.py, set at the start of each epoch): 1, 0.98,
+  ..., 0.02 over 50 epochs; the release never reaches 0 either."""
+  return beta0 * (epochs - jnp.asarray(epoch, jnp.float32)) / epochs
+
+
+def darts_minus(logits, key=None, epoch=0, *, skip_column: int, beta0: float = 1.0,
+                epochs: int = 50):
+  """DARTS-: the softmax, plus `beta(epoch)` on the skip connection's column: every mixed op
+  becomes `sum_k softmax(alpha)_k op_k(x) + beta x` (the auxiliary skip is outside the
+  softmax and not learned). At stride 2 the release's auxiliary skip is a FactorizedReduce of
+  its own; here it is the edge's skip_connect op (DARTS' FactorizedReduce), whose weights the
+  candidate and the auxiliary then share. NAS-Bench-201 has no stride-2 edges, so there the
+  two are the same. Draws nothing."""
+  del key
+  mix = jax.nn.softmax(logits, axis=-1)
+  beta = aux_skip_beta(epoch, beta0=beta0, epochs=epochs).astype(mix.dtype)
+  return mix.at[..., skip_column].add(beta)
+
+
+RELAXATIONS: dict[str, Callable] = {"softmax": softmax, "dirichlet": dirichlet,
+                                    "sigmoid": sigmoid, "darts_minus": darts_minus}
 
 
 def get(name: str) -> Callable:
-  """The relaxation registered as `name`.
+  """The relaxation registered as `name`, as it is registered (`build` binds its options).
 
   Raises:
     ValueError: an unknown name (the message lists the known ones).
@@ -38,8 +92,27 @@ def get(name: str) -> Callable:
   return RELAXATIONS[name]
 
 
-def relax_all(relax: Callable, alphas: dict, key=None) -> dict:
+def build(config, primitives) -> Callable:
+  """`config.relaxation` with what it needs bound: for darts_minus the skip connection's
+  column in `primitives` (the search space's op list), `config.aux_skip_beta` (default 1, the
+  release's) and `config.epochs`.
+
+  Raises:
+    ConfigError: darts_minus on a space without a skip connection (the recurrent cell).
+  """
+  relax = get(config.relaxation)
+  if config.relaxation == "darts_minus":
+    if "skip_connect" not in primitives:
+      raise ConfigError(f"--config.relaxation=darts_minus adds a decaying skip connection, and "
+                        f"this search space has none (its ops: {', '.join(primitives)}): "
+                        "choose another relaxation.")
+    relax = functools.partial(relax, skip_column=list(primitives).index("skip_connect"),
+                              beta0=config.get("aux_skip_beta", 1.0), epochs=config.epochs)
+  return relax
+
+
+def relax_all(relax: Callable, alphas: dict, key=None, epoch=0) -> dict:
   """`relax` applied to each alpha array of `alphas` ({name: (edges, ops)}), each with its
-  own key folded from `key` (None stays None)."""
+  own key folded from `key` (None stays None) and the same `epoch`."""
   keys = (None,) * len(alphas) if key is None else jax.random.split(key, len(alphas))
-  return {name: relax(alphas[name], k) for name, k in zip(sorted(alphas), keys)}
+  return {name: relax(alphas[name], k, epoch) for name, k in zip(sorted(alphas), keys)}

@@ -47,7 +47,7 @@ def test_the_op_order_comes_from_the_op_list(darts):
 def test_the_relaxation_is_an_input(darts):
   """A relaxation putting all the weight on one op gives the supernet of that op alone."""
   model, weights, stats, alphas, want = darts
-  only_skip = lambda logits, key: jax.nn.one_hot(
+  only_skip = lambda logits, key, epoch: jax.nn.one_hot(
       jnp.full(logits.shape[:1], PRIMITIVES.index("skip_connect")), logits.shape[-1])
   got = logits(model.clone(relax=only_skip), weights, stats, alphas)
   assert not np.allclose(got, want, atol=1e-3)
@@ -74,7 +74,7 @@ def test_a_sampling_relaxation_gets_a_key_per_alpha(darts):
   model, weights, stats, alphas, want = darts
   seen = []
 
-  def noisy(logits, key):
+  def noisy(logits, key, epoch):
     seen.append(key)
     return jax.nn.softmax(logits + jax.random.gumbel(key, logits.shape), axis=-1)
 
@@ -90,7 +90,7 @@ def test_nas_bench_201_takes_the_relaxation():
   weights, stats = nas_bench_201.init_supernet(model, 0, (8, 8, 3))
   alphas = nas_bench_201.init_alphas(jax.random.PRNGKey(0))
   skip = nas_bench_201.OPS.index("skip_connect")
-  only = lambda k: (lambda logits, key: jax.nn.one_hot(jnp.full(logits.shape[:1], k),
+  only = lambda k: (lambda logits, key, epoch: jax.nn.one_hot(jnp.full(logits.shape[:1], k),
                                                        logits.shape[-1]))
   a = logits(model.clone(relax=only(skip)), weights, stats, alphas)
   b = logits(model.clone(relax=only(nas_bench_201.OPS.index("nor_conv_3x3"))), weights, stats,

@@ -36,7 +36,7 @@ class SearchSpace(NamedTuple):
 def _build_darts(config, num_classes):
   return supernet.SearchNetwork(channels=config.model.channels, layers=config.model.layers,
                                 num_classes=num_classes, remat=config.model.remat,
-                                relax=relaxations.get(config.relaxation),
+                                relax=relaxations.build(config, PRIMITIVES),
                                 dtype=config.model.dtype)
 
 
@@ -52,7 +52,7 @@ def _build_nb201(config, num_classes):
   return nas_bench_201.SearchNetwork201(channels=config.model.channels,
                                         cells_per_stage=config.model.cells_per_stage,
                                         num_classes=num_classes,
-                                        relax=relaxations.get(config.relaxation),
+                                        relax=relaxations.build(config, nas_bench_201.OPS),
                                         dtype=config.model.dtype,
                                         track_running_stats=config.model.get(
                                             "track_running_stats", True))

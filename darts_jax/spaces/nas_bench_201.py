@@ -211,7 +211,7 @@ class SearchNetwork201(nn.Module):
   Attributes:
     channels: C, the first stage's width (16 in the benchmark).
     cells_per_stage: N (5 in the benchmark).
-    relax: the relaxation, `relax(alpha, key) -> mixing weights` (`darts_jax.relaxations`;
+    relax: the relaxation, `relax(alpha, key, epoch) -> mixing weights` (`darts_jax.relaxations`;
       DARTS' softmax by default).
     dtype: the compute dtype ("float32" | "bfloat16"), None for the images' dtype.
     track_running_stats: False: the cells' BN on batch statistics in evaluation too (the
@@ -226,9 +226,9 @@ class SearchNetwork201(nn.Module):
   track_running_stats: bool = True
 
   @nn.compact
-  def __call__(self, images, alphas, train: bool = True, relax_key=None):
+  def __call__(self, images, alphas, train: bool = True, relax_key=None, epoch=0):
     x = images if self.dtype is None else images.astype(ops.compute_dtype(self.dtype))
-    weights = relaxations.relax_all(self.relax, alphas, relax_key)["cell"]
+    weights = relaxations.relax_all(self.relax, alphas, relax_key, epoch)["cell"]
     kernel = self.param("stem", ops.torch_uniform(9 * x.shape[-1]),
                         (3, 3, x.shape[-1], self.channels))
     x = ops.BatchNorm(affine=True, name="stem_bn")(ops.conv2d(x, kernel), train)

@@ -34,7 +34,7 @@ from jax import lax
 import numpy as np
 import optax
 
-from darts_jax import bilevel, spaces
+from darts_jax import bilevel, regularisers, spaces
 from darts_jax.data import augment
 from darts_jax.data import images as data
 from darts_jax.errors import ConfigError
@@ -47,13 +47,15 @@ def make_loss_fn(model):
 
   `loss(weights, alphas, batch, LossState(batch_stats, ()), key) -> (loss, (LossState(new
   batch_stats, ()), {"accuracy"}))` for `batch = {"images", "labels"}`; in training mode the
-  running BN statistics do not change the loss, only the ones returned. `key` feeds the
-  relaxation (unused by the softmax).
+  running BN statistics do not change the loss, only the ones returned. The relaxation reads
+  `model_state.relax_key` and `.epoch` (the softmax neither); `key` is unused.
   """
 
   def loss_fn(weights, alphas, batch, model_state, key):
+    del key  # the supernet has no dropout
     logits, updates = model.apply({"params": weights, "batch_stats": model_state.shared},
-                                  batch["images"], alphas, train=True, relax_key=key,
+                                  batch["images"], alphas, train=True,
+                                  relax_key=model_state.relax_key, epoch=model_state.epoch,
                                   mutable=["batch_stats"])
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
@@ -63,9 +65,9 @@ def make_loss_fn(model):
 
 
 def make_search_step(model, opts: bilevel.BilevelOptimizers, **hypergradient_options):
-  """`step(state, train, val, key) -> (state, metrics)`, not yet jitted: `bilevel_step` with
-  the supernet's loss; the options are the hypergradient's (`method`, `unroll_steps`,
-  `exact_mode`, `fd_epsilon`)."""
+  """`step(state, train, val, key, epoch=0) -> (state, metrics)`, not yet jitted:
+  `bilevel_step` with the supernet's loss; the options are the hypergradient's (`method`,
+  `unroll_steps`, `exact_mode`, `fd_epsilon`) and `alpha_penalty`."""
   return functools.partial(bilevel.bilevel_step, make_loss_fn(model), opts,
                            **hypergradient_options)
 
@@ -123,8 +125,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   states = [init_state(seed) for seed in seeds]
   state = jax.tree.map(lambda *x: jnp.stack(x), *states) if many else states[0]
   del states
-  search_step = make_search_step(model, opts,
-                                 **bilevel.hypergradient_options(config.hypergradient))
+  search_step = make_search_step(model, opts, alpha_penalty=regularisers.build(
+      config.regulariser), **bilevel.hypergradient_options(config.hypergradient))
 
   def prepare(key, batch):
     images = batch["images"]
@@ -137,7 +139,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     key = jax.random.fold_in(seed_key, step)
     k_train, k_val = jax.random.split(key)
     return search_step(state, prepare(k_train, train_batch), prepare(k_val, val_batch),
-                       jax.random.fold_in(key, 2))  # the relaxation's keys
+                       jax.random.fold_in(key, 2),  # the relaxation's keys
+                       epoch=step // steps_per_epoch)
 
   def eval_step(state, batch, mask):
     images = augment.normalise(batch["images"], dataset.mean, dataset.std)

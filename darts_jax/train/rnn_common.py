@@ -38,7 +38,8 @@ def make_loss_fn(model: RNNModel, tar: float = 0.0):
 
   `loss(weights, alphas, window, LossState(batch_stats, hidden), key) -> (loss,
   (LossState(new batch_stats, new hidden), {"nll"}))`: the window is `{inputs, targets,
-  mask}`, the incoming hidden state is the window's stream's, `key` draws the dropout masks.
+  mask}`, the incoming hidden state is the window's stream's, `key` draws the dropout masks,
+  the relaxation reads `model_state.relax_key` and `.epoch`.
   `tar` weighs the temporal activation penalty (the weight step's loss; the architecture
   step's loss, as in the official code, has none). The evaluation trainer passes
   `alphas=None` and no BN statistics (`{}`).
@@ -48,7 +49,7 @@ def make_loss_fn(model: RNNModel, tar: float = 0.0):
     (logits, hidden, raw), updates = model.apply(
         {"params": weights, "batch_stats": model_state.shared}, window["inputs"],
         model_state.carry, alphas, window["mask"], train=True, rngs={"dropout": key},
-        relax_key=jax.random.fold_in(key, 1), mutable=["batch_stats"])
+        relax_key=model_state.relax_key, epoch=model_state.epoch, mutable=["batch_stats"])
     nll = masked_nll(logits, window["targets"], window["mask"])
     loss = nll + tar * temporal_activation_penalty(raw, window["mask"]) if tar else nll
     new = model_state._replace(shared=updates.get("batch_stats", {}),

@@ -97,7 +97,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   print(f"{config.data.name}: {vocab} words; {train.size:,} training tokens in {config.batch_size}"
         f" streams, {valid_tokens.size:,} validation tokens", flush=True)
 
-  model = build_model(config, vocab, relax=relaxations.get(config.relaxation))
+  model = build_model(config, vocab, relax=relaxations.build(config, RNN_PRIMITIVES))
   variables = init_rnn(model, config.seed)
   alphas = init_rnn_alphas(jax.random.PRNGKey(config.seed))
   opts = make_optimizers(config)

@@ -169,6 +169,11 @@ def _relaxations():
   return tuple(relaxations.RELAXATIONS)
 
 
+def _regularisers():
+  from darts_jax import regularisers
+  return tuple(regularisers.REGULARISERS)
+
+
 def _spaces():
   from darts_jax import spaces
   return tuple(spaces.SPACES)
@@ -213,6 +218,7 @@ def _toy_candidates():
 
 POSITIVE = Real(0, low_open=True)
 NON_NEGATIVE = Real(0)
+NON_NEGATIVE_OPTIONAL = Real(0, optional=True)
 FRACTION = Real(0, 1, high_open=True)  # a probability or a momentum: 0 allowed, 1 not
 
 RUN = {
@@ -270,6 +276,10 @@ SCHEMAS = {
         "num_seeds": Int(1, optional=True),  # searches vmapped in one program
         "vmap_seeds": Int(0, optional=True),  # seeds per vmapped chunk; 0: all at once
         "relaxation": Choice(_relaxations),
+        "aux_skip_beta": NON_NEGATIVE_OPTIONAL,  # darts_minus' initial beta (1)
+        "regulariser.name": Choice(_regularisers),
+        "regulariser.scale": NON_NEGATIVE,
+        "regulariser.ramp_epochs": Int(1, optional=True),  # beta_decay's lambda ramp (100)
         "data.name": Choice(("cifar10", "cifar100", "ImageNet16-120", "digits")),
         "data.train_portion": Real(0, 1, low_open=True, high_open=True),
         "data.alpha_split": Choice(_alpha_splits, optional=True),  # absent: "train" (DARTS)
@@ -373,8 +383,22 @@ def _cell_bn_of_nb201(config):
   return None
 
 
+def _options_of_their_method(config):
+  if "aux_skip_beta" in config and config.get("relaxation") != "darts_minus":
+    return (f"--config.aux_skip_beta is an option of --config.relaxation=darts_minus, not of "
+            f"{config.get('relaxation')}: remove it.")
+  block = config.get("regulariser")
+  if block is not None and "ramp_epochs" in block and block.name != "beta_decay":
+    return (f"--config.regulariser.ramp_epochs is an option of the beta_decay regulariser, not "
+            f"of {block.name}: remove it.")
+  if config.task == "rnn_search" and config.get("relaxation") == "darts_minus":
+    return ("--config.relaxation=darts_minus adds a decaying skip connection, and the "
+            "recurrent cell has none: choose another relaxation.")
+  return None
+
+
 RELATIONS = (_min_below_max, _finite_difference_unrolls_once, _tied_embedding,
-             _space_has_its_size, _cell_bn_of_nb201)
+             _space_has_its_size, _cell_bn_of_nb201, _options_of_their_method)
 
 
 # --- The check ----------------------------------------------------------------------------------

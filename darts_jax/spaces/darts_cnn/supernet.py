@@ -292,7 +292,7 @@ class SearchNetwork(nn.Module):
     primitives: the ops of every mixed edge, in the order of the alpha columns (DARTS' 8 by
       default; any distinct subset of `SUPPORTED_OPS`): the mixed op, its BN slots and the
       weights it creates follow this list.
-    relax: the relaxation, `relax(alpha, key) -> mixing weights` per alpha array
+    relax: the relaxation, `relax(alpha, key, epoch) -> mixing weights` per alpha array
       (`darts_jax.relaxations`; DARTS' softmax by default).
     dtype: the compute dtype, "float32" or "bfloat16" (`ops.COMPUTE_DTYPES`); parameters,
       alphas, BN statistics and the returned logits stay float32. None (default) computes in
@@ -311,9 +311,10 @@ class SearchNetwork(nn.Module):
   dtype: Any = None
 
   @nn.compact
-  def __call__(self, images, alphas, train: bool = True, relax_key=None):
+  def __call__(self, images, alphas, train: bool = True, relax_key=None, epoch=0):
     """Logits of `images` (N, H, W, C) with `alphas` {"normal", "reduce"}: (14, K) each;
-    `relax_key` is the relaxation's PRNG key (None for a deterministic one)."""
+    `relax_key` and `epoch` are the relaxation's PRNG key (None for a deterministic one) and
+    epoch (its schedules')."""
     impl = self.impl or ops.default_depthwise_impl()
     edge_loop = self.edge_loop or "scan"
     if edge_loop not in ("scan", "unroll"):
@@ -328,7 +329,8 @@ class SearchNetwork(nn.Module):
     # (mixing in float32 brought the bfloat16 hypergradient no closer to the float32 one: mean
     # cosine 0.980 either way over 4 seeds x 2 alpha scales, tests/test_mixed_precision.py).
     mix = {kind: m.astype(images.dtype)
-           for kind, m in relaxations.relax_all(self.relax, alphas, relax_key).items()}
+           for kind, m in relaxations.relax_all(self.relax, alphas, relax_key,
+                                                     epoch).items()}
     slots = op_slots(tuple(self.primitives))
     c_stem = self.stem_multiplier * self.channels
     stem = _param(self, "stem_conv", (3, 3, images.shape[-1], c_stem))

@@ -113,7 +113,7 @@ class RNNModel(nn.Module):
     dropout, dropout_h, dropout_x, dropout_i, dropout_e: output, node input, cell input x,
       embedding output and whole-word embedding dropout rates.
     remat: recompute each time step's cell in the backward pass instead of storing it.
-    relax: the relaxation, `relax(alphas, key) -> mixing weights` (`darts_jax.relaxations`;
+    relax: the relaxation, `relax(alphas, key, epoch) -> mixing weights` (`darts_jax.relaxations`;
       DARTS' softmax by default).
   """
 
@@ -131,7 +131,7 @@ class RNNModel(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, hidden, alphas=None, mask=None, train: bool = False,
-               relax_key=None):
+               relax_key=None, epoch=0):
     """tokens (T, B) int, hidden (B, H) -> (logits (T, B, V), new hidden (B, H), the cell's
     outputs (T, B, H) before output dropout, for the TAR penalty)."""
     if self.embed_size != self.hidden_size:
@@ -163,7 +163,7 @@ class RNNModel(nn.Module):
       if alphas is None:
         raise ValueError("The search cell needs alphas of shape "
                          f"({RNN_NUM_EDGES}, {len(RNN_PRIMITIVES)}).")
-      weights = self.relax(alphas, relax_key)
+      weights = self.relax(alphas, relax_key, epoch)
       bn_mean = self.variable("batch_stats", "mean", jnp.zeros, (self.hidden_size,))
       bn_var = self.variable("batch_stats", "var", jnp.ones, (self.hidden_size,))
       cell = lambda x, h, bn: search_cell(x, h, w0, ws, weights, bn, masks, train)

@@ -1,0 +1,216 @@
+"""The differentiable-NAS family's relaxations and regularisers (issue P4e): each defining
+formula against a hand-written reference, and the alpha step's hypergradient with a sampled
+relaxation and a regulariser against central differences of its objective in float64."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from darts_jax import bilevel, regularisers, relaxations
+
+ALPHAS = {"normal": np.random.default_rng(0).normal(size=(14, 8)),
+          "reduce": np.random.default_rng(1).normal(size=(14, 8))}
+
+
+def test_dirichlet_draws_on_the_simplex_and_its_mean_without_a_key():
+  logits = jnp.asarray(ALPHAS["normal"], jnp.float32)
+  draw = relaxations.dirichlet(logits, jax.random.PRNGKey(0))
+  assert draw.shape == logits.shape and bool(jnp.all(draw >= 0))
+  np.testing.assert_allclose(jnp.sum(draw, -1), 1.0, rtol=1e-5)
+  conc = np.where(ALPHAS["normal"] > 0, ALPHAS["normal"],
+                  np.expm1(np.minimum(ALPHAS["normal"], 0))) + 1.0  # elu + 1, by hand
+  np.testing.assert_allclose(relaxations.dirichlet(logits), conc / conc.sum(-1, keepdims=True),
+                             rtol=1e-5)
+  assert not np.allclose(relaxations.dirichlet(logits, jax.random.PRNGKey(1)), draw)
+
+
+def test_dirichlet_gradient_is_that_of_the_expectation():
+  """The reparameterised draw's gradient, averaged over draws, is the gradient of the
+  expectation: E[x . c] = c . a / sum(a), whose gradient in a is (c - E) / sum(a)."""
+  a = jnp.array([0.7, 1.5, 2.0, 3.2])
+  c = jnp.array([1.0, -2.0, 0.5, 3.0])
+  keys = jax.random.split(jax.random.PRNGKey(0), 20000)
+  sample_grad = jax.vmap(jax.grad(lambda a, k: jax.random.dirichlet(k, a) @ c),
+                         in_axes=(None, 0))(a, keys)
+  mean, stderr = sample_grad.mean(0), sample_grad.std(0) / math.sqrt(len(keys))
+  want = (c - c @ a / a.sum()) / a.sum()
+  assert np.all(np.abs(mean - want) < 4 * stderr + 1e-4), (mean, want, stderr)
+  assert np.all(stderr < 0.2 * np.abs(want).max())  # tight enough to mean something
+
+
+def test_sigmoid_is_elementwise():
+  x = ALPHAS["normal"]
+  np.testing.assert_allclose(relaxations.sigmoid(jnp.asarray(x, jnp.float32)),
+                             1 / (1 + np.exp(-x)), rtol=1e-6)
+
+
+def test_darts_minus_adds_a_decaying_skip():
+  """softmax + beta on the skip column, beta = (50 - epoch) / 50 at the release's settings:
+  1 at the first epoch, 0.02 at the last."""
+  x = jnp.asarray(ALPHAS["normal"])
+  soft = np.exp(ALPHAS["normal"]) / np.exp(ALPHAS["normal"]).sum(-1, keepdims=True)
+  for epoch, beta in ((0, 1.0), (10, 0.8), (49, 0.02)):
+    got = np.asarray(relaxations.darts_minus(x, None, epoch, skip_column=3, beta0=1.0,
+                                             epochs=50))
+    want = soft.copy()
+    want[:, 3] += beta
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+  # The skip column comes from the op list.
+  from darts_jax.spaces.darts_cnn.genotypes import PRIMITIVES
+  from ml_collections import ConfigDict
+  relax = relaxations.build(ConfigDict({"relaxation": "darts_minus", "epochs": 50}), PRIMITIVES)
+  assert relax.keywords["skip_column"] == PRIMITIVES.index("skip_connect")
+
+
+def test_beta_decay_value():
+  """lambda(epoch) = 50 epoch / 100 times the mean over all 28 edges of logsumexp(alpha)."""
+  rows = np.concatenate([ALPHAS["normal"], ALPHAS["reduce"]])
+  lse = np.log(np.exp(rows).sum(-1))
+  for epoch in (0, 7, 99):
+    got = regularisers.beta_decay({k: jnp.asarray(v) for k, v in ALPHAS.items()}, epoch)
+    np.testing.assert_allclose(got, 50 * epoch / 100 * lse.mean(), rtol=1e-6)
+
+
+def test_zero_one_value():
+  rows = np.concatenate([ALPHAS["normal"], ALPHAS["reduce"]])
+  want = -10 * np.mean((1 / (1 + np.exp(-rows)) - 0.5) ** 2)
+  np.testing.assert_allclose(regularisers.zero_one({k: jnp.asarray(v) for k, v in
+                                                    ALPHAS.items()}), want, rtol=1e-6)
+  zeros = {"cell": jnp.zeros((6, 5))}
+  assert float(regularisers.zero_one(zeros)) == 0.0
+  assert float(jnp.abs(jax.grad(regularisers.zero_one)(zeros)["cell"]).max()) == 0.0
+
+
+def _kl_by_hand(a, b):
+  """KL(Dir(a) || Dir(b)) with math.lgamma and digamma as a central difference of lgamma."""
+  psi = lambda x, h=1e-5: (math.lgamma(x + h) - math.lgamma(x - h)) / (2 * h)
+  a0, b0 = sum(a), sum(b)
+  return (math.lgamma(a0) - sum(map(math.lgamma, a)) - math.lgamma(b0)
+          + sum(map(math.lgamma, b)) + sum((x - y) * (psi(x) - psi(a0)) for x, y in zip(a, b)))
+
+
+def test_dirichlet_kl_value():
+  cell = ALPHAS["normal"][:6, :5]
+  conc = np.where(cell > 0, cell, np.expm1(np.minimum(cell, 0))) + 1.0
+  want = 1e-3 * sum(_kl_by_hand(list(row), [1.0] * 5) for row in conc)
+  got = regularisers.dirichlet_kl({"cell": jnp.asarray(cell)})
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert float(regularisers.dirichlet_kl({"cell": jnp.zeros((6, 5))})) == pytest.approx(0, abs=1e-9)
+
+
+# --- The alpha step with a sampled relaxation and a regulariser -------------------------------
+
+def _toy(relax):
+  """A linear 'supernet': 3 candidate maps of the inputs mixed by relax(alpha) (`mixed`, the
+  loss of given mixing weights); the loss records the relaxation keys it is given."""
+  seen = []
+
+  def mixed(weights, mix, batch):
+    pred = jnp.einsum("k,nd,kd->n", mix[0], batch["x"], weights["w"])
+    return jnp.mean((jnp.tanh(pred) - batch["y"]) ** 2)
+
+  def loss_fn(weights, alphas, batch, state, key):
+    del key
+    seen.append(state.relax_key)
+    return mixed(weights, relax(alphas["cell"], state.relax_key, state.epoch), batch), (state, {})
+
+  return loss_fn, mixed, seen
+
+
+def _central(f, x, h):
+  """Central differences of a scalar f at the array x."""
+  flat = np.asarray(x, np.float64).ravel()
+  out = []
+  for i in range(flat.size):
+    e = np.zeros_like(flat)
+    e[i] = h
+    out.append((f(jnp.asarray((flat + e).reshape(x.shape)))
+                - f(jnp.asarray((flat - e).reshape(x.shape)))) / (2 * h))
+  return np.array(out)
+
+
+@pytest.mark.parametrize("relax,penalty", [
+    (relaxations.dirichlet, regularisers.dirichlet_kl),
+    (relaxations.softmax, regularisers.beta_decay),
+])
+def test_exact_hypergradient_with_penalty_matches_central_differences(relax, penalty):
+  """float64: the alpha step's gradient (read off an SGD(1) alpha step) is the derivative of
+  G(m(alpha)) + penalty(alpha, epoch), G(m) = L_val(w - lr grad_w L_train(w, m), m), with the
+  relaxation's draw m held fixed: the virtual step and the validation loss get one key, the
+  weight step another. The reference: central differences of G in m and of the penalty in
+  alpha, and the draw's Jacobian dm/dalpha (JAX's reparameterisation, whose mean the
+  expectation test above checks; for the softmax, central differences of the whole
+  objective too)."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(3)
+    batch = lambda: {"x": jnp.asarray(rng.normal(size=(8, 4))),
+                     "y": jnp.asarray(rng.normal(size=8))}
+    train, val = batch(), batch()
+    weights = {"w": jnp.asarray(rng.normal(size=(3, 4)))}
+    alphas = {"cell": jnp.asarray(rng.normal(size=(1, 3)))}
+    lr, epoch = 0.1, 30
+    opts = bilevel.same_step(optax.sgd(lr), optax.sgd(1.0))
+    state = bilevel.init_search_state(weights, alphas, opts)
+    loss_fn, mixed, seen = _toy(relax)
+    new, metrics = bilevel.bilevel_step(loss_fn, opts, state, train, val,
+                                        jax.random.PRNGKey(5), method="exact", epoch=epoch,
+                                        alpha_penalty=penalty)
+    got = np.asarray(alphas["cell"] - new.alphas["cell"]).ravel()
+    keys = [np.asarray(k) for k in seen]
+    # Every evaluation of the alpha step saw one key; the weight step (the last) another.
+    assert len(keys) >= 3 and all(np.array_equal(k, keys[0]) for k in keys[:-1])
+    assert not np.array_equal(keys[-1], keys[0])
+    relax_key = seen[0]
+
+    def unrolled(m):
+      w1 = jax.tree.map(lambda w, g: w - lr * g, weights,
+                        jax.grad(mixed)(weights, m, train))
+      return mixed(w1, m, val)
+
+    draw = lambda a: relax(a, relax_key, epoch)
+    m0 = draw(alphas["cell"])
+    pen = lambda a: penalty({"cell": a}, epoch)
+    d_m = [_central(unrolled, m0, h) for h in (1e-4, 1e-5)]
+    d_pen = [_central(pen, alphas["cell"], h) for h in (1e-4, 1e-5)]
+    assert np.abs(d_m[0] - d_m[1]).max() < 1e-7 and np.abs(d_pen[0] - d_pen[1]).max() < 1e-7
+    jacobian = np.asarray(jax.jacobian(draw)(alphas["cell"])).reshape(m0.size, -1)
+    want = jacobian.T @ d_m[1] + d_pen[1]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    if relax is relaxations.softmax:
+      whole = _central(lambda a: unrolled(draw(a)) + pen(a), alphas["cell"], 1e-5)
+      np.testing.assert_allclose(got, whole, rtol=1e-6, atol=1e-9)
+    assert float(metrics["alpha_penalty"]) == pytest.approx(float(penalty(alphas, epoch)))
+    # The penalty is in it: without it the step differs.
+    plain, _ = bilevel.bilevel_step(loss_fn, opts, state, train, val, jax.random.PRNGKey(5),
+                                    method="exact", epoch=epoch)
+    assert not np.allclose(np.asarray(alphas["cell"] - plain.alphas["cell"]).ravel(), got)
+
+
+# --- Each method's config: a search on the tiny NAS-Bench-201 supernet -----------------------
+
+@pytest.mark.parametrize("name", ["nb201_drnas", "nb201_beta_darts", "nb201_fair_darts",
+                                  "nb201_darts_minus"])
+def test_method_config_searches(name, tmp_path):
+  """Two epochs of one step (32 digits, first order, as the releases): the alphas move, the
+  cell is derived and looked up, two epochs logged."""
+  import importlib
+  import json
+
+  from darts_jax.train import cnn_search
+  from tests.helpers import override
+
+  module = importlib.import_module(f"configs.{name}")
+  config = override(module.get_config(), **{
+      "data.name": "digits", "data.num_train": 32, "augment": False, "model.channels": 4,
+      "model.cells_per_stage": 1, "epochs": 2, "batch_size": 16, "alpha_learning_rate": 3e-2,
+      "progress_bar": False, "eval_examples": 16, "seed": 0})
+  result = cnn_search.train_and_evaluate(config, str(tmp_path))
+  alphas = np.load(tmp_path / "alphas.npz")["cell"]
+  assert np.all(np.isfinite(alphas)) and np.abs(alphas).max() > 0.01  # 2 Adam steps of 3e-2
+  assert "nas_bench_201/cifar10.test.200" in result
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert len(lines) == 2
