@@ -49,7 +49,13 @@ def run_one(args):
     model = supernet.SearchNetwork(channels=args.channels, layers=args.layers, remat=args.remat,
                                    impl=args.impl or None, edge_loop=args.edge_loop or None)
   else:  # the benchmark's network: 3 stages of 5 cells
-    model = nas_bench_201.SearchNetwork201(channels=args.channels, cells_per_stage=5)
+    import ml_collections
+    from darts_jax import relaxations
+    config = ml_collections.ConfigDict({"relaxation": args.relaxation, "epochs": 50})
+    model = nas_bench_201.SearchNetwork201(
+        channels=args.channels, cells_per_stage=5,
+        relax=relaxations.build(config, nas_bench_201.OPS),
+        one_op=args.relaxation in relaxations.ONE_OP)
   space = search_spaces.get(args.space)
   weights, batch_stats = space.init(model, 0, (32, 32, 3))
   alphas = space.init_alphas(jax.random.PRNGKey(1))
@@ -77,7 +83,7 @@ def run_one(args):
       times.append(time.perf_counter() - start)
   record = {"method": args.method, "batch": args.batch, "impl": args.impl or "default",
             "edge_loop": args.edge_loop or "default", "fast_kernels": args.fast_kernels,
-            "remat": args.remat, "exact_mode": args.exact_mode,
+            "remat": args.remat, "exact_mode": args.exact_mode, "relaxation": args.relaxation,
             "lower_s": lower_s,
             "compile_s": compile_s, "step_s": statistics.median(times) if times else None,
             "steps_timed": len(times),
@@ -139,6 +145,8 @@ def main():
   parser.add_argument("--channels", type=int, default=16)
   parser.add_argument("--layers", type=int, default=8)
   parser.add_argument("--remat", default="edge", help="SearchNetwork.remat policy")
+  parser.add_argument("--relaxation", default="softmax", help="NAS-Bench-201 only: a name "
+                      "in darts_jax.relaxations (gumbel_hard: GDAS, one op per edge)")
   parser.add_argument("--impl", default="", help="depthwise: dense | grouped | shifted "
                       "(default: by backend)")
   parser.add_argument("--edge-loop", default="", help="scan | unroll (default: scan)")
@@ -172,7 +180,7 @@ def main():
                  "--space", args.space,
                  "--layers", str(args.layers), "--remat", args.remat, "--impl", args.impl,
                  "--edge-loop", args.edge_loop, "--fast-kernels", str(args.fast_kernels),
-                 "--exact-mode", args.exact_mode]
+                 "--exact-mode", args.exact_mode, "--relaxation", args.relaxation]
           out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
           lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
           if out.returncode or not lines:

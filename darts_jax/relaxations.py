@@ -12,6 +12,8 @@ A config names its relaxation (`config.relaxation`); adding one is a function he
 entry in `RELAXATIONS` (with `build` passing it what it needs of the config and search space).
 
   * softmax: DARTS (Liu et al., 2019, eq. 2).
+  * gumbel_hard: GDAS (Dong & Yang, CVPR 2019): a hard Gumbel-softmax draw, straight-through;
+    the supernets built with it (`ONE_OP`) compute only each edge's drawn op.
   * dirichlet: DrNAS (Chen et al., ICLR 2021): a reparameterised Dirichlet(elu(alpha) + 1) draw.
   * sigmoid: FairDARTS (Chu et al., ECCV 2020): each op its own sigmoid(alpha), no competition.
   * darts_minus: DARTS- (Chu et al., ICLR 2021): the softmax plus an auxiliary skip connection
@@ -33,6 +35,29 @@ def softmax(logits, key=None, epoch=0):
   """DARTS: `mix[e, k] = exp(alpha[e, k]) / sum_j exp(alpha[e, j])`; draws nothing."""
   del key, epoch
   return jax.nn.softmax(logits, axis=-1)
+
+
+def gdas_tau(epoch, *, tau_max: float, tau_min: float, epochs: int):
+  """GDAS' temperature, linear per epoch from tau_max at the first epoch to tau_min at the last:
+  `tau_max - (tau_max - tau_min) * epoch / (epochs - 1)` (D-X-Y/AutoDL-Projects,
+  exps/NAS-Bench-201-algos/GDAS.py)."""
+  return tau_max - (tau_max - tau_min) * jnp.asarray(epoch, jnp.float32) / max(epochs - 1, 1)
+
+
+def gumbel_hard(logits, key=None, epoch=0, *, tau_max: float = 10.0, tau_min: float = 0.1,
+                epochs: int = 250):
+  """GDAS: `probs = softmax((log_softmax(alpha) + g) / tau)`, g ~ Gumbel(0, 1) per entry, and
+  the straight-through weights `one_hot(argmax probs) - stop_gradient(probs) + probs`: one-hot
+  in value, the gradient of probs (AutoDL-Projects, search_model_gdas.py). The release redraws
+  while a Gumbel is infinite; JAX's Gumbel draws are finite (uniforms in (0, 1)), so one draw
+  is kept. key=None: no noise, the one-hot argmax of alpha (the derived cell's ops)."""
+  tau = gdas_tau(epoch, tau_max=tau_max, tau_min=tau_min, epochs=epochs).astype(logits.dtype)
+  scores = jax.nn.log_softmax(logits, axis=-1)
+  if key is not None:
+    scores = scores + jax.random.gumbel(key, logits.shape, logits.dtype)
+  probs = jax.nn.softmax(scores / tau, axis=-1)
+  hard = jax.nn.one_hot(jnp.argmax(probs, axis=-1), logits.shape[-1], dtype=probs.dtype)
+  return hard - jax.lax.stop_gradient(probs) + probs
 
 
 def dirichlet(logits, key=None, epoch=0):
@@ -77,8 +102,12 @@ def darts_minus(logits, key=None, epoch=0, *, skip_column: int, beta0: float = 1
   return mix.at[..., skip_column].add(beta)
 
 
-RELAXATIONS: dict[str, Callable] = {"softmax": softmax, "dirichlet": dirichlet,
-                                    "sigmoid": sigmoid, "darts_minus": darts_minus}
+RELAXATIONS: dict[str, Callable] = {"softmax": softmax, "gumbel_hard": gumbel_hard,
+                                    "dirichlet": dirichlet, "sigmoid": sigmoid,
+                                    "darts_minus": darts_minus}
+# Relaxations whose mixing weights are one-hot in value: the supernets compute only the op
+# each edge draws (`SearchNetwork201(one_op=True)`).
+ONE_OP = ("gumbel_hard",)
 
 
 def get(name: str) -> Callable:
@@ -93,14 +122,18 @@ def get(name: str) -> Callable:
 
 
 def build(config, primitives) -> Callable:
-  """`config.relaxation` with what it needs bound: for darts_minus the skip connection's
-  column in `primitives` (the search space's op list), `config.aux_skip_beta` (default 1, the
-  release's) and `config.epochs`.
+  """`config.relaxation` with what it needs bound: for gumbel_hard `config.tau_max` and
+  `.tau_min` (default 10 and 0.1, GDAS') and `config.epochs`; for darts_minus the skip
+  connection's column in `primitives` (the search space's op list), `config.aux_skip_beta`
+  (default 1, the release's) and `config.epochs`.
 
   Raises:
     ConfigError: darts_minus on a space without a skip connection (the recurrent cell).
   """
   relax = get(config.relaxation)
+  if config.relaxation == "gumbel_hard":
+    relax = functools.partial(relax, tau_max=config.get("tau_max", 10.0),
+                              tau_min=config.get("tau_min", 0.1), epochs=config.epochs)
   if config.relaxation == "darts_minus":
     if "skip_connect" not in primitives:
       raise ConfigError(f"--config.relaxation=darts_minus adds a decaying skip connection, and "

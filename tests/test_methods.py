@@ -2,6 +2,7 @@
 formula against a hand-written reference, and the alpha step's hypergradient with a sampled
 relaxation and a regulariser against central differences of its objective in float64."""
 
+import functools
 import math
 
 import jax
@@ -102,6 +103,51 @@ def test_dirichlet_kl_value():
   assert float(regularisers.dirichlet_kl({"cell": jnp.zeros((6, 5))})) == pytest.approx(0, abs=1e-9)
 
 
+def test_gdas_temperature_and_draws():
+  """tau: 10 at the first epoch, 0.1 at the last (250 epochs); the hard draw is one-hot, its
+  argmax distributed as softmax(alpha) (the Gumbel-max trick), its gradient the soft one's."""
+  tau = lambda e: float(relaxations.gdas_tau(e, tau_max=10.0, tau_min=0.1, epochs=250))
+  assert tau(0) == pytest.approx(10.0) and tau(249) == pytest.approx(0.1, rel=1e-5)
+  assert tau(124) == pytest.approx(10 - 9.9 * 124 / 249, rel=1e-6)
+  alpha = jnp.array([[0.5, -1.0, 1.2, 0.0, 0.3]])
+  keys = jax.random.split(jax.random.PRNGKey(0), 20000)
+  draws = jax.vmap(lambda k: relaxations.gumbel_hard(alpha, k, 100))(keys)[:, 0]
+  np.testing.assert_array_equal(np.sort(np.asarray(draws), -1)[:, -1], 1.0)
+  np.testing.assert_array_equal(np.asarray(draws).sum(-1), 1.0)
+  freq = np.asarray(draws).mean(0)
+  p = np.exp(alpha[0]) / np.exp(alpha[0]).sum()
+  assert np.all(np.abs(freq - p) < 4 * np.sqrt(p * (1 - p) / len(keys))), (freq, p)
+  # No key: the argmax of alpha.
+  np.testing.assert_array_equal(relaxations.gumbel_hard(alpha), np.eye(5)[[2]])
+
+
+def test_gdas_edge_computes_one_op_and_passes_gradient_to_all():
+  """NAS-Bench-201's GDAS edge: the value of the chosen op alone (as mixed_edge with that
+  one-hot mix), only its BN statistics moved, and d/d mix[i] of sum(g * out) = sum(g) for the
+  ops not drawn (the release's added weights), sum(g * op_k(x)) for the drawn one."""
+  from darts_jax.spaces import nas_bench_201 as nb
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(4, 5, 5, 3)), jnp.float32)
+  k1 = jnp.asarray(rng.normal(size=(3, 3)), jnp.float32)
+  k3 = jnp.asarray(rng.normal(size=(3, 3, 3, 3)), jnp.float32)
+  stats = {"mean": jnp.zeros((2, 3)), "var": jnp.ones((2, 3))}
+  g = jnp.asarray(rng.normal(size=(4, 5, 5, 3)), jnp.float32)
+  for k, op in enumerate(nb.OPS):
+    mix = jnp.eye(5)[k]
+    got, new = nb.one_op_edge(x, mix, k1, k3, stats, train=True)
+    want, want_stats = nb.mixed_edge(x, mix, k1, k3, stats, train=True)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=op)
+    changed = [i for i in range(2) if not np.allclose(new["mean"][i], 0)]
+    conv_rows = {"nor_conv_1x1": [0], "nor_conv_3x3": [1]}
+    assert changed == conv_rows.get(op, []), op
+    for i in changed:
+      np.testing.assert_allclose(new["var"][i], want_stats["var"][i], rtol=1e-5)
+    grad = jax.grad(lambda m: jnp.sum(g * nb.one_op_edge(x, m, k1, k3, stats, train=True)[0]))(mix)
+    want_grad = np.full(5, float(jnp.sum(g)))
+    want_grad[k] = float(jnp.sum(g * want))
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-4, err_msg=op)
+
+
 # --- The alpha step with a sampled relaxation and a regulariser -------------------------------
 
 def _toy(relax):
@@ -133,9 +179,13 @@ def _central(f, x, h):
   return np.array(out)
 
 
+GDAS = functools.partial(relaxations.gumbel_hard, tau_max=10.0, tau_min=0.1, epochs=50)
+
+
 @pytest.mark.parametrize("relax,penalty", [
     (relaxations.dirichlet, regularisers.dirichlet_kl),
     (relaxations.softmax, regularisers.beta_decay),
+    (GDAS, regularisers.beta_decay),
 ])
 def test_exact_hypergradient_with_penalty_matches_central_differences(relax, penalty):
   """float64: the alpha step's gradient (read off an SGD(1) alpha step) is the derivative of
@@ -177,7 +227,15 @@ def test_exact_hypergradient_with_penalty_matches_central_differences(relax, pen
     d_m = [_central(unrolled, m0, h) for h in (1e-4, 1e-5)]
     d_pen = [_central(pen, alphas["cell"], h) for h in (1e-4, 1e-5)]
     assert np.abs(d_m[0] - d_m[1]).max() < 1e-7 and np.abs(d_pen[0] - d_pen[1]).max() < 1e-7
-    jacobian = np.asarray(jax.jacobian(draw)(alphas["cell"])).reshape(m0.size, -1)
+    if relax is GDAS:  # straight-through: the Jacobian of the Gumbel-softmax probabilities
+      gumbel = jax.random.gumbel(relax_key, (1, 3), jnp.float64)
+      tau = 10.0 - 9.9 * epoch / 49
+      probs = lambda a: jax.nn.softmax((jax.nn.log_softmax(a) + gumbel) / tau)
+      jacobian = np.stack([_central(lambda a: probs(a).ravel()[i], alphas["cell"], 1e-6)
+                           for i in range(3)])
+      assert sorted(np.asarray(m0).ravel().tolist()) == [0.0, 0.0, 1.0]  # one-hot in value
+    else:
+      jacobian = np.asarray(jax.jacobian(draw)(alphas["cell"])).reshape(m0.size, -1)
     want = jacobian.T @ d_m[1] + d_pen[1]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
     if relax is relaxations.softmax:
@@ -192,8 +250,8 @@ def test_exact_hypergradient_with_penalty_matches_central_differences(relax, pen
 
 # --- Each method's config: a search on the tiny NAS-Bench-201 supernet -----------------------
 
-@pytest.mark.parametrize("name", ["nb201_drnas", "nb201_beta_darts", "nb201_fair_darts",
-                                  "nb201_darts_minus"])
+@pytest.mark.parametrize("name", ["nb201_gdas", "nb201_drnas", "nb201_beta_darts",
+                                  "nb201_fair_darts", "nb201_darts_minus"])
 def test_method_config_searches(name, tmp_path):
   """Two epochs of one step (32 digits, first order, as the releases): the alphas move, the
   cell is derived and looked up, two epochs logged."""

@@ -55,7 +55,8 @@ def _build_nb201(config, num_classes):
                                         relax=relaxations.build(config, nas_bench_201.OPS),
                                         dtype=config.model.dtype,
                                         track_running_stats=config.model.get(
-                                            "track_running_stats", True))
+                                            "track_running_stats", True),
+                                        one_op=config.relaxation in relaxations.ONE_OP)
 
 
 def _draw_nb201(genotype, workdir):

@@ -148,11 +148,46 @@ def mixed_edge(x, mix, conv1x1, conv3x3, stats, *, train, track_running_stats=Tr
   return jnp.einsum("nhwkc,k->nhwc", outputs, mix), {"mean": mean, "var": var}
 
 
+def one_op_edge(x, mix, conv1x1, conv3x3, stats, *, train, track_running_stats=True):
+  """GDAS' edge: only the op `k = argmax(mix)` is computed, `mix[k] * op_k(x)`, plus the other
+  ops' weights added as scalars (AutoDL-Projects, search_cells.py, `forward_gdas`): with
+  straight-through weights they add 0, and pass the node's gradient (its sum) to those ops'
+  weights, as the release's do. Only the chosen conv's BN statistics move. The arguments and
+  returns are `mixed_edge`'s.
+  """
+  relu_x = jax.nn.relu(x)
+
+  def conv(i, make):
+    def branch():
+      y = make()[..., None, :]
+      row = {name: stats[name][i:i + 1] for name in ("mean", "var")}
+      y, (mean, var) = ops.batch_norm(y, row["mean"], row["var"],
+                                      train=train or not track_running_stats, feature_ndim=2)
+      if not track_running_stats:
+        return y[..., 0, :], stats
+      return y[..., 0, :], {"mean": stats["mean"].at[i].set(mean[0]),
+                            "var": stats["var"].at[i].set(var[0])}
+    return branch
+
+  make = {"none": lambda: (jnp.zeros_like(x), stats), "skip_connect": lambda: (x, stats),
+          "avg_pool_3x3": lambda: (ops.avg_pool_3x3(x, 1), stats),
+          "nor_conv_1x1": conv(_CONVS.index("nor_conv_1x1"),
+                               lambda: ops.pointwise(relu_x, conv1x1)),
+          "nor_conv_3x3": conv(_CONVS.index("nor_conv_3x3"),
+                               lambda: ops.conv2d(relu_x, conv3x3))}
+  mix = mix.astype(x.dtype)
+  k = jnp.argmax(mix)
+  y, new = lax.switch(k, [make[op] for op in OPS])
+  others = jnp.sum(mix) - mix[k]
+  return mix[k] * y + others, new
+
+
 class SearchCell201(nn.Module):
   """The 4-node cell, its 6 edges' weights stacked (6, ...) in `EDGES` order."""
 
   train: bool
   track_running_stats: bool = True
+  one_op: bool = False
 
   @nn.compact
   def __call__(self, x, weights):
@@ -165,7 +200,8 @@ class SearchCell201(nn.Module):
 
     def body(nodes, edge):
       (to, source), w, k1, k3, stats = edge
-      y, new = mixed_edge(lax.dynamic_index_in_dim(nodes, source, keepdims=False), w,
+      edge_fn = one_op_edge if self.one_op else mixed_edge
+      y, new = edge_fn(lax.dynamic_index_in_dim(nodes, source, keepdims=False), w,
                           k1.astype(x.dtype), k3.astype(x.dtype), stats, train=self.train,
                           track_running_stats=self.track_running_stats)
       total = lax.dynamic_index_in_dim(nodes, to, keepdims=False) + y
@@ -183,10 +219,12 @@ class SearchCell201(nn.Module):
 class _ScannedCell(nn.Module):
   train: bool
   track_running_stats: bool = True
+  one_op: bool = False
 
   @nn.compact
   def __call__(self, x, weights):
-    return SearchCell201(self.train, self.track_running_stats, name="cell")(x, weights), None
+    return SearchCell201(self.train, self.track_running_stats, self.one_op,
+                         name="cell")(x, weights), None
 
 
 class ResidualReduction(nn.Module):
@@ -216,6 +254,8 @@ class SearchNetwork201(nn.Module):
     dtype: the compute dtype ("float32" | "bfloat16"), None for the images' dtype.
     track_running_stats: False: the cells' BN on batch statistics in evaluation too (the
       NATS-Bench searches); the other BN layers keep running statistics either way.
+    one_op: compute only each edge's argmax op (`one_op_edge`), for relaxations whose
+      mixing weights are one-hot in value (GDAS' `relaxations.gumbel_hard`).
   """
 
   channels: int = 16
@@ -224,6 +264,7 @@ class SearchNetwork201(nn.Module):
   relax: Callable = relaxations.softmax
   dtype: str | None = None
   track_running_stats: bool = True
+  one_op: bool = False
 
   @nn.compact
   def __call__(self, images, alphas, train: bool = True, relax_key=None, epoch=0):
@@ -238,7 +279,8 @@ class SearchNetwork201(nn.Module):
       cells = nn.scan(_ScannedCell, variable_axes={"params": 0, "batch_stats": 0},
                       split_rngs={"params": True}, in_axes=nn.broadcast,
                       length=self.cells_per_stage)
-      x, _ = cells(train, self.track_running_stats, name=f"stage_{stage}")(x, weights)
+      x, _ = cells(train, self.track_running_stats, self.one_op,
+                   name=f"stage_{stage}")(x, weights)
     x = jax.nn.relu(ops.BatchNorm(affine=True, name="last_bn")(x, train))
     pooled = ops.at_least_float32(jnp.mean(x, axis=(1, 2)))
     c = pooled.shape[-1]

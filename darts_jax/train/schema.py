@@ -277,6 +277,8 @@ SCHEMAS = {
         "vmap_seeds": Int(0, optional=True),  # seeds per vmapped chunk; 0: all at once
         "relaxation": Choice(_relaxations),
         "aux_skip_beta": NON_NEGATIVE_OPTIONAL,  # darts_minus' initial beta (1)
+        "tau_max": Real(0, low_open=True, optional=True),  # gumbel_hard's temperatures
+        "tau_min": Real(0, low_open=True, optional=True),
         "regulariser.name": Choice(_regularisers),
         "regulariser.scale": NON_NEGATIVE,
         "regulariser.ramp_epochs": Int(1, optional=True),  # beta_decay's lambda ramp (100)
@@ -384,6 +386,13 @@ def _cell_bn_of_nb201(config):
 
 
 def _options_of_their_method(config):
+  for field in ("tau_max", "tau_min"):
+    if field in config and config.get("relaxation") != "gumbel_hard":
+      return (f"--config.{field} is an option of --config.relaxation=gumbel_hard, not of "
+              f"{config.get('relaxation')}: remove it.")
+  if "tau_max" in config and "tau_min" in config and config.tau_min > config.tau_max:
+    return (f"--config.tau_min={config.tau_min!r} is above --config.tau_max={config.tau_max!r}: "
+            "the temperature would rise; swap them.")
   if "aux_skip_beta" in config and config.get("relaxation") != "darts_minus":
     return (f"--config.aux_skip_beta is an option of --config.relaxation=darts_minus, not of "
             f"{config.get('relaxation')}: remove it.")
@@ -394,6 +403,10 @@ def _options_of_their_method(config):
   if config.task == "rnn_search" and config.get("relaxation") == "darts_minus":
     return ("--config.relaxation=darts_minus adds a decaying skip connection, and the "
             "recurrent cell has none: choose another relaxation.")
+  if config.get("relaxation") == "gumbel_hard" and (
+      config.task != "cnn_search" or config.search_space != "nas_bench_201"):
+    return ("--config.relaxation=gumbel_hard (GDAS) computes one op per edge, which only the "
+            "NAS-Bench-201 supernet does so far: use --config.search_space=nas_bench_201.")
   return None
 
 
