@@ -148,6 +148,27 @@ def test_gdas_edge_computes_one_op_and_passes_gradient_to_all():
     np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-4, err_msg=op)
 
 
+def test_sdarts_simplex_clip_and_random_smoothing():
+  """The release's clip: clamp to [0, 1], a row clamped to all zeros gets a 1 at its largest
+  entry, rows renormalised; RS's weights stay within eps of the softmax before that map."""
+  from darts_jax import perturbations
+  mix = jnp.array([[0.5, -0.2, 0.9, 0.1], [-0.3, -0.1, -0.5, -0.2], [1.4, 0.2, 0.0, 0.0]])
+  want = np.array([[0.5, 0, 0.9, 0.1], [0, 1, 0, 0], [1.0, 0.2, 0, 0]])
+  want = want / want.sum(-1, keepdims=True)
+  np.testing.assert_allclose(perturbations.simplex_clip(mix), want, rtol=1e-6)
+  eps = lambda e: float(perturbations.epsilon(e, eps_max=0.3, epochs=100))
+  assert eps(0) == pytest.approx(0.03) and eps(50) == pytest.approx(0.165)
+  assert eps(99) == pytest.approx(0.03 + 0.27 * 0.99)
+  logits = jnp.asarray(ALPHAS["normal"], jnp.float32)
+  soft = jax.nn.softmax(logits)
+  np.testing.assert_allclose(perturbations.random_smoothing(logits), soft, rtol=1e-6)
+  key = jax.random.PRNGKey(0)
+  got = perturbations.random_smoothing(logits, key, 50, eps_max=0.3, epochs=100)
+  delta = jax.random.uniform(key, soft.shape, soft.dtype, -1.0, 1.0) * 0.165
+  np.testing.assert_allclose(got, perturbations.simplex_clip(soft + delta), rtol=1e-6)
+  assert 0 < float(jnp.abs(got - soft).max()) < 0.4
+
+
 # --- The alpha step with a sampled relaxation and a regulariser -------------------------------
 
 def _toy(relax):
@@ -248,13 +269,61 @@ def test_exact_hypergradient_with_penalty_matches_central_differences(relax, pen
     assert not np.allclose(np.asarray(alphas["cell"] - plain.alphas["cell"]).ravel(), got)
 
 
+def test_sdarts_adversarial_ascends_within_the_box_and_keeps_clean_when_it_cannot():
+  """A linear loss c . m: the attack raises it well above the clean value and the random
+  start's, and stays within eps of the clean weights up to the renormalisation; a loss whose
+  maximum is the clean point: the clean weights come back exactly."""
+  from darts_jax import perturbations
+  clean = {"cell": jax.nn.softmax(jnp.asarray(ALPHAS["normal"][:6, :5], jnp.float32))}
+  c = jnp.asarray(np.random.default_rng(5).normal(size=(6, 5)), jnp.float32)
+  linear = lambda m: jnp.sum(c * m["cell"])
+  eps = 0.1
+  got = perturbations.adversarial(linear, clean, jax.random.PRNGKey(0), eps)
+  start = perturbations.simplex_clip(clean["cell"] + eps * jax.random.uniform(
+      jax.random.split(jax.random.PRNGKey(0), 1)[0], (6, 5), jnp.float32, -1.0, 1.0))
+  assert float(linear(got)) > float(linear(clean)) + 0.3
+  assert float(linear(got)) > float(jnp.sum(c * start)) + 0.1
+  np.testing.assert_allclose(jnp.sum(got["cell"], -1), 1.0, rtol=1e-5)
+  assert float(jnp.abs(got["cell"] - clean["cell"]).max()) < 3 * eps  # renormalised: > eps
+  peaked = lambda m: -jnp.sum((m["cell"] - clean["cell"]) ** 2)
+  kept = perturbations.adversarial(peaked, clean, jax.random.PRNGKey(0), eps)
+  np.testing.assert_array_equal(kept["cell"], clean["cell"])
+
+
+def test_sdarts_perturbs_the_weight_step_only():
+  """With SDARTS-RS's weight loss, the alpha step is DARTS' (the same new alphas) and the weight
+  step differs (it saw perturbed mixing weights)."""
+  from darts_jax import perturbations
+  rng = np.random.default_rng(4)
+  batch = lambda: {"x": jnp.asarray(rng.normal(size=(8, 4)), jnp.float32),
+                   "y": jnp.asarray(rng.normal(size=8), jnp.float32)}
+  train, val = batch(), batch()
+  weights = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}
+  alphas = {"cell": jnp.asarray(rng.normal(size=(1, 3)), jnp.float32)}
+  opts = bilevel.same_step(optax.sgd(0.1), optax.sgd(1.0))
+  state = bilevel.init_search_state(weights, alphas, opts)
+  loss_fn, _, _ = _toy(relaxations.softmax)
+  rs = functools.partial(perturbations.random_smoothing, eps_max=0.3, epochs=10)
+  weight_loss_fn, _, _ = _toy(rs)
+  step = lambda **kw: bilevel.bilevel_step(loss_fn, opts, state, train, val,
+                                           jax.random.PRNGKey(1), method="exact", epoch=5, **kw)
+  plain, _ = step()
+  smooth, _ = step(weight_loss_fn=weight_loss_fn)
+  np.testing.assert_array_equal(plain.alphas["cell"], smooth.alphas["cell"])
+  assert not np.allclose(plain.weights["w"], smooth.weights["w"])
+
+
 # --- Each method's config: a search on the tiny NAS-Bench-201 supernet -----------------------
 
-@pytest.mark.parametrize("name", ["nb201_gdas", "nb201_drnas", "nb201_beta_darts",
-                                  "nb201_fair_darts", "nb201_darts_minus"])
-def test_method_config_searches(name, tmp_path):
-  """Two epochs of one step (32 digits, first order, as the releases): the alphas move, the
-  cell is derived and looked up, two epochs logged."""
+@pytest.mark.parametrize("name,method", [
+    ("nb201_gdas", "first_order"), ("nb201_gdas", "exact"), ("nb201_drnas", "first_order"),
+    ("nb201_beta_darts", "first_order"), ("nb201_fair_darts", "first_order"),
+    ("nb201_darts_minus", "first_order"), ("nb201_sdarts_rs", "first_order"),
+    ("nb201_sdarts_adv", "first_order")])
+def test_method_config_searches(name, method, tmp_path):
+  """Two epochs of one step (32 digits; first order as the releases, and GDAS' one-op supernet
+  with the exact hypergradient): the alphas move, the cell is derived and looked up, two
+  epochs logged."""
   import importlib
   import json
 
@@ -265,7 +334,7 @@ def test_method_config_searches(name, tmp_path):
   config = override(module.get_config(), **{
       "data.name": "digits", "data.num_train": 32, "augment": False, "model.channels": 4,
       "model.cells_per_stage": 1, "epochs": 2, "batch_size": 16, "alpha_learning_rate": 3e-2,
-      "progress_bar": False, "eval_examples": 16, "seed": 0})
+      "progress_bar": False, "eval_examples": 16, "seed": 0, "hypergradient.method": method})
   result = cnn_search.train_and_evaluate(config, str(tmp_path))
   alphas = np.load(tmp_path / "alphas.npz")["cell"]
   assert np.all(np.isfinite(alphas)) and np.abs(alphas).max() > 0.01  # 2 Adam steps of 3e-2

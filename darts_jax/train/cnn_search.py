@@ -34,7 +34,7 @@ from jax import lax
 import numpy as np
 import optax
 
-from darts_jax import bilevel, regularisers, spaces
+from darts_jax import bilevel, perturbations, regularisers, spaces
 from darts_jax.data import augment
 from darts_jax.data import images as data
 from darts_jax.errors import ConfigError
@@ -64,10 +64,41 @@ def make_loss_fn(model):
   return loss_fn
 
 
+def _given(mix, key=None, epoch=0):
+  """The identity relaxation: the supernet mixes with the weights it is given."""
+  del key, epoch
+  return mix
+
+
+def make_adversarial_weight_loss(model, *, eps_max: float, epochs: int, steps: int = 7):
+  """SDARTS-ADV's weight-step loss: the supernet's loss at the mixing weights
+  `perturbations.adversarial` finds around softmax(alpha) for this batch, the attack with BN
+  on the running statistics (the release runs it in `model.eval()`), eps ramping per epoch
+  (`perturbations.epsilon`). The same signature as `make_loss_fn`'s loss; the random start
+  draws from `model_state.relax_key`."""
+  given = model.clone(relax=_given)
+  train_loss = make_loss_fn(given)
+
+  def loss_fn(weights, alphas, batch, model_state, key):
+    frozen = jax.lax.stop_gradient(weights)
+
+    def attacked(mix):
+      logits = given.apply({"params": frozen, "batch_stats": model_state.shared},
+                           batch["images"], mix, train=False)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+
+    clean = {k: jax.nn.softmax(a, axis=-1) for k, a in alphas.items()}
+    eps = perturbations.epsilon(model_state.epoch, eps_max=eps_max, epochs=epochs)
+    mix = perturbations.adversarial(attacked, clean, model_state.relax_key, eps, steps)
+    return train_loss(weights, mix, batch, model_state, key)
+
+  return loss_fn
+
+
 def make_search_step(model, opts: bilevel.BilevelOptimizers, **hypergradient_options):
   """`step(state, train, val, key, epoch=0) -> (state, metrics)`, not yet jitted:
   `bilevel_step` with the supernet's loss; the options are the hypergradient's (`method`,
-  `unroll_steps`, `exact_mode`, `fd_epsilon`) and `alpha_penalty`."""
+  `unroll_steps`, `exact_mode`, `fd_epsilon`), `alpha_penalty` and `weight_loss_fn`."""
   return functools.partial(bilevel.bilevel_step, make_loss_fn(model), opts,
                            **hypergradient_options)
 
@@ -125,8 +156,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   states = [init_state(seed) for seed in seeds]
   state = jax.tree.map(lambda *x: jnp.stack(x), *states) if many else states[0]
   del states
+  weight_loss_fn = None
+  if config.get("weight_perturbation", "none") == "random":  # SDARTS-RS
+    weight_loss_fn = make_loss_fn(model.clone(relax=functools.partial(
+        perturbations.random_smoothing, eps_max=config.perturbation_epsilon,
+        epochs=config.epochs)))
+  elif config.get("weight_perturbation", "none") == "adversarial":  # SDARTS-ADV
+    weight_loss_fn = make_adversarial_weight_loss(
+        model, eps_max=config.perturbation_epsilon, epochs=config.epochs)
   search_step = make_search_step(model, opts, alpha_penalty=regularisers.build(
-      config.regulariser), **bilevel.hypergradient_options(config.hypergradient))
+      config.regulariser), weight_loss_fn=weight_loss_fn,
+      **bilevel.hypergradient_options(config.hypergradient))
 
   def prepare(key, batch):
     images = batch["images"]

@@ -279,6 +279,9 @@ SCHEMAS = {
         "aux_skip_beta": NON_NEGATIVE_OPTIONAL,  # darts_minus' initial beta (1)
         "tau_max": Real(0, low_open=True, optional=True),  # gumbel_hard's temperatures
         "tau_min": Real(0, low_open=True, optional=True),
+        "weight_perturbation": Choice(("none", "random", "adversarial"),
+                                      optional=True),  # SDARTS-RS, -ADV
+        "perturbation_epsilon": Real(0, 1, low_open=True, optional=True),  # its eps_max (0.3)
         "regulariser.name": Choice(_regularisers),
         "regulariser.scale": NON_NEGATIVE,
         "regulariser.ramp_epochs": Int(1, optional=True),  # beta_decay's lambda ramp (100)
@@ -393,6 +396,9 @@ def _options_of_their_method(config):
   if "tau_max" in config and "tau_min" in config and config.tau_min > config.tau_max:
     return (f"--config.tau_min={config.tau_min!r} is above --config.tau_max={config.tau_max!r}: "
             "the temperature would rise; swap them.")
+  if config.get("weight_perturbation", "none") != "none" and "perturbation_epsilon" not in config:
+    return ("--config.weight_perturbation needs --config.perturbation_epsilon (SDARTS: 0.3): "
+            "add it.")
   if "aux_skip_beta" in config and config.get("relaxation") != "darts_minus":
     return (f"--config.aux_skip_beta is an option of --config.relaxation=darts_minus, not of "
             f"{config.get('relaxation')}: remove it.")
