@@ -95,6 +95,20 @@ def make_adversarial_weight_loss(model, *, eps_max: float, epochs: int, steps: i
   return loss_fn
 
 
+def make_weight_loss_fn(config, model):
+  """The weight step's loss when the config perturbs it (`weight_perturbation`: SDARTS-RS's
+  random, -ADV's adversarial mixing weights), else None (the alpha step's loss)."""
+  perturbation = config.get("weight_perturbation", "none")
+  if perturbation == "random":
+    return make_loss_fn(model.clone(relax=functools.partial(
+        perturbations.random_smoothing, eps_max=config.perturbation_epsilon,
+        epochs=config.epochs)))
+  if perturbation == "adversarial":
+    return make_adversarial_weight_loss(model, eps_max=config.perturbation_epsilon,
+                                        epochs=config.epochs)
+  return None
+
+
 def make_search_step(model, opts: bilevel.BilevelOptimizers, **hypergradient_options):
   """`step(state, train, val, key, epoch=0) -> (state, metrics)`, not yet jitted:
   `bilevel_step` with the supernet's loss; the options are the hypergradient's (`method`,
@@ -156,14 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   states = [init_state(seed) for seed in seeds]
   state = jax.tree.map(lambda *x: jnp.stack(x), *states) if many else states[0]
   del states
-  weight_loss_fn = None
-  if config.get("weight_perturbation", "none") == "random":  # SDARTS-RS
-    weight_loss_fn = make_loss_fn(model.clone(relax=functools.partial(
-        perturbations.random_smoothing, eps_max=config.perturbation_epsilon,
-        epochs=config.epochs)))
-  elif config.get("weight_perturbation", "none") == "adversarial":  # SDARTS-ADV
-    weight_loss_fn = make_adversarial_weight_loss(
-        model, eps_max=config.perturbation_epsilon, epochs=config.epochs)
+  weight_loss_fn = make_weight_loss_fn(config, model)
   search_step = make_search_step(model, opts, alpha_penalty=regularisers.build(
       config.regulariser), weight_loss_fn=weight_loss_fn,
       **bilevel.hypergradient_options(config.hypergradient))
