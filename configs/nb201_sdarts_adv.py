@@ -10,7 +10,8 @@ statistics during the attack, the clean weights kept when the attack does not ra
 (`darts_jax.perturbations.adversarial`, `cnn_search.make_adversarial_weight_loss`); eps ramps
 per epoch from 0.03 to `perturbation_epsilon` (0.3).
 
-Settings of the release's NAS-Bench-201 search (xiangning-chen/SmoothDARTS, nasbench201/):
+The rest is SDARTS-RS's config (configs/nb201_sdarts_rs.py), the release's NAS-Bench-201
+settings (xiangning-chen/SmoothDARTS, nasbench201/):
 100 epochs, batch 64, SGD lr 0.025 cosine to 0.001, momentum 0.9 (not Nesterov), weight decay
 3e-4, gradient clip 5; alphas by Adam 3e-4, betas (0.5, 0.999), decay 1e-3; first order (the
 maintainer: unrolled=False in all experiments); the cell is the argmax of alpha per edge,
@@ -18,15 +19,10 @@ maintainer: unrolled=False in all experiments); the cell is the argmax of alpha 
 of the cosine here.
 """
 
-from configs import nb201_search
+from configs import nb201_sdarts_rs
 
 
 def get_config():
-  config = nb201_search.get_config()
+  config = nb201_sdarts_rs.get_config()
   config.weight_perturbation = "adversarial"
-  config.perturbation_epsilon = 0.3
-  config.epochs = 100
-  config.weight_decay = 3e-4
-  config.nesterov = False
-  config.hypergradient.method = "first_order"
   return config
