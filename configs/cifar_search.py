@@ -25,7 +25,7 @@ def get_config():
   # (lax.map). 0: all at once, fastest on GPU/TPU; on a CPU 1 is faster, as vmapped
   # convolutions become grouped ones there (benchmarks/README.md, "Many seeds").
   config.vmap_seeds = 0
-  config.search_space = "darts"  # darts | nas_bench_201 (darts_jax.spaces)
+  config.search_space = "darts"  # darts | darts_without_none | nas_bench_201 (darts_jax.spaces)
   # The map from alphas to mixing weights (darts_jax.relaxations): DARTS' softmax.
   config.relaxation = "softmax"
   # A term of the alphas added to the alpha step's objective (darts_jax.regularisers): none
@@ -55,6 +55,8 @@ def get_config():
   config.grad_clip = 5.0
   config.alpha_learning_rate = 3e-4
   config.alpha_weight_decay = 1e-3
+  config.alpha_optimizer = "adam"  # adam (betas 0.5, 0.999) | sgd (plain: SNAS' release)
+  config.alpha_grad_clip = 0.0  # the alphas' gradient-norm clip; 0: none (SNAS: 10)
   # method: exact | finite_difference | first_order; unroll_steps (1), exact_mode
   # (forward_over_reverse | reverse_over_reverse), fd_epsilon (0.01): darts_jax.hypergradient.
   config.hypergradient = bilevel.default_config("exact")

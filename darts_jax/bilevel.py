@@ -27,6 +27,12 @@ held fixed), and the weight step a fresh one; `epoch` (from 0) drives the schedu
 temperatures and regularisers. `key` is a fresh PRNG key per evaluation (dropout). Models
 without such state return the `LossState` they were given.
 
+`method="single_level"` is SNAS' mode (Xie et al., ICLR 2019): no hypergradient and no
+validation batch; one gradient of the training loss at (weights, alphas), on the training
+batch with one relaxation draw, updates both, the alphas by the alpha optimiser and the
+weights by the weight optimiser (SNAS-Series, SNAS/train_search.py: one `loss.backward()`,
+then both optimisers step).
+
 The alpha step may add a regulariser of the alphas to the validation loss
 (`alpha_penalty(alphas, epoch)`, e.g. beta-DARTS' beta-decay); being a function of the alphas
 alone, its gradient is added to the hypergradient, whatever the hypergradient's method.
@@ -46,9 +52,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from darts_jax.hypergradient import hypergradient
+from darts_jax.hypergradient import METHODS, hypergradient
 
 PyTree = Any
+
+# The hypergradient's methods, and SNAS' single level: no hypergradient, one gradient of the
+# training loss for weights and alphas alike (`bilevel_step`).
+STEP_METHODS = (*METHODS, "single_level")
 
 
 class BilevelOptimizers(NamedTuple):
@@ -101,7 +111,8 @@ def cosine_per_epoch(lr_max, lr_min, epochs, steps_per_epoch):
 
 def darts_optimizers(*, lr=0.025, lr_min=0.001, epochs=50, steps_per_epoch=391, momentum=0.9,
                      weight_decay=3e-4, grad_clip=5.0, alpha_lr=3e-4, alpha_weight_decay=1e-3,
-                     nesterov=False) -> BilevelOptimizers:
+                     nesterov=False, alpha_optimizer="adam",
+                     alpha_grad_clip=0.0) -> BilevelOptimizers:
   """DARTS' CNN search optimisers, with the defaults of its release (docs/reference.md,
   "Search optimisation").
 
@@ -109,7 +120,12 @@ def darts_optimizers(*, lr=0.025, lr_min=0.001, epochs=50, steps_per_epoch=391, 
     lr, lr_min, epochs, steps_per_epoch: the weights' cosine schedule, per epoch.
     momentum, weight_decay, nesterov: SGD on the weights, L2 decay added to the gradient.
     grad_clip: the weight gradients' global-norm clip (not applied in the virtual step).
-    alpha_lr, alpha_weight_decay: Adam(betas (0.5, 0.999)) on the alphas, with L2 decay.
+    alpha_lr, alpha_weight_decay: the alphas' learning rate and L2 decay (added to the
+      gradient).
+    alpha_optimizer: "adam" (DARTS: betas (0.5, 0.999)) or "sgd" (plain, no momentum: the
+      single-GPU SNAS release's).
+    alpha_grad_clip: the alphas' gradients' global-norm clip before the decay (SNAS: 10);
+      0: none (DARTS).
 
   Returns:
     `BilevelOptimizers` (see `clipped`).
@@ -117,8 +133,13 @@ def darts_optimizers(*, lr=0.025, lr_min=0.001, epochs=50, steps_per_epoch=391, 
   schedule = cosine_per_epoch(lr, lr_min, epochs, steps_per_epoch)
   inner = optax.chain(optax.add_decayed_weights(weight_decay),
                       optax.sgd(schedule, momentum=momentum, nesterov=nesterov))
-  alpha = optax.chain(optax.add_decayed_weights(alpha_weight_decay),
-                      optax.adam(alpha_lr, b1=0.5, b2=0.999))
+  if alpha_optimizer not in ("adam", "sgd"):
+    raise ValueError(f"alpha_optimizer={alpha_optimizer!r}: expected 'adam' or 'sgd'.")
+  alpha = optax.chain(
+      *([optax.clip_by_global_norm(alpha_grad_clip)] if alpha_grad_clip else []),
+      optax.add_decayed_weights(alpha_weight_decay),
+      optax.adam(alpha_lr, b1=0.5, b2=0.999) if alpha_optimizer == "adam" else
+      optax.sgd(alpha_lr))
   return clipped(inner, grad_clip, alpha)
 
 
@@ -202,7 +223,8 @@ def bilevel_step(loss_fn, opts: BilevelOptimizers, state: SearchState, train_bat
     key: a PRNG key for this step, split into the virtual step's, the validation loss's and
       the weight step's keys (default: a fixed key, for losses that draw nothing).
     method, unroll_steps, exact_mode, fd_epsilon: the hypergradient's options
-      (`darts_jax.hypergradient`).
+      (`darts_jax.hypergradient`); `method="single_level"`: SNAS' joint step (the module
+      docstring), which reads neither `val_batch` nor the others.
     weight_loss_fn: the weight step's loss, when it differs from the architecture step's
       (e.g. with an activation penalty); the same signature. Default: `loss_fn`.
     epoch: the epoch of this step (from 0, a traced scalar is fine), passed to the
@@ -212,11 +234,17 @@ def bilevel_step(loss_fn, opts: BilevelOptimizers, state: SearchState, train_bat
 
   Returns:
     `(new state, metrics)`. metrics: `train_loss`, `val_loss` (at the virtual weights),
-    `train_<m>` and `val_<m>` for each metric `m` of the loss, `alpha_penalty` (with a
+    `train_<m>` and `val_<m>` for each metric `m` of the loss (single level: the `train_`
+    ones only), `alpha_penalty` (with a
     penalty), and `weight_grad_norm` and `alpha_grad_norm`, whose finiteness says whether any
     gradient entry is NaN or inf.
   """
   key = jax.random.PRNGKey(0) if key is None else key
+  if method == "single_level":
+    if weight_loss_fn is not None:
+      raise ValueError("method='single_level' takes one gradient for weights and alphas; a "
+                       "weight_loss_fn of its own would be a second step.")
+    return _single_level_step(loss_fn, opts, state, train_batch, key, epoch, alpha_penalty)
   k_inner, k_outer, k_weight = jax.random.split(key, 3)
   # The relaxation's keys: one for the alpha step's virtual step(s) and validation loss alike,
   # one for the weight step. Folded in, so the dropout keys above are those of before.
@@ -260,5 +288,35 @@ def bilevel_step(loss_fn, opts: BilevelOptimizers, state: SearchState, train_bat
              **{f"train_{k}": v for k, v in train_metrics.items()},
              **{f"val_{k}": v for k, v in val_metrics.items()}, **penalty,
              "weight_grad_norm": optax.tree.norm(grads),
+             "alpha_grad_norm": optax.tree.norm(alpha_grads)}
+  return new_state, metrics
+
+
+def _single_level_step(loss_fn, opts, state, train_batch, key, epoch, alpha_penalty):
+  """SNAS' step (`bilevel_step` with method="single_level")."""
+  _, _, k_weight = jax.random.split(key, 3)  # the weight step's keys, as in bilevel_step
+  _, k_relax = jax.random.split(jax.random.fold_in(key, 7))
+  model = state.model_state
+
+  def objective(weights, alphas):
+    loss, (new, metrics) = loss_fn(weights, alphas, train_batch,
+                                   LossState(model.shared, model.train, k_relax, epoch), k_weight)
+    total = loss
+    if alpha_penalty is not None:
+      metrics = {**metrics, "alpha_penalty": alpha_penalty(alphas, epoch)}
+      total = loss + metrics["alpha_penalty"]
+    return total, (new, metrics, loss)
+
+  (_, (new, train_metrics, train_loss)), (grads, alpha_grads) = jax.value_and_grad(
+      objective, argnums=(0, 1), has_aux=True)(state.weights, state.alphas)
+  penalty = {"alpha_penalty": train_metrics.pop("alpha_penalty")} if alpha_penalty else {}
+  updates, alpha_opt_state = opts.alpha.update(alpha_grads, state.alpha_opt_state, state.alphas)
+  alphas = optax.apply_updates(state.alphas, updates)
+  updates, weight_opt_state = opts.weight.update(grads, state.weight_opt_state, state.weights)
+  weights = optax.apply_updates(state.weights, updates)
+  new_state = SearchState(weights, alphas, ModelState(new.shared, new.carry, model.val),
+                          weight_opt_state, alpha_opt_state)
+  metrics = {"train_loss": train_loss, **{f"train_{k}": v for k, v in train_metrics.items()},
+             **penalty, "weight_grad_norm": optax.tree.norm(grads),
              "alpha_grad_norm": optax.tree.norm(alpha_grads)}
   return new_state, metrics

@@ -14,6 +14,8 @@ entry in `RELAXATIONS` (with `build` passing it what it needs of the config and 
   * softmax: DARTS (Liu et al., 2019, eq. 2).
   * gumbel_hard: GDAS (Dong & Yang, CVPR 2019): a hard Gumbel-softmax draw, straight-through;
     the supernets built with it (`ONE_OP`) compute only each edge's drawn op.
+  * gumbel_soft: SNAS (Xie et al., ICLR 2019): a soft Gumbel-softmax (concrete) draw, every op
+    computed, its temperature annealed per epoch.
   * dirichlet: DrNAS (Chen et al., ICLR 2021): a reparameterised Dirichlet(elu(alpha) + 1) draw.
   * sigmoid: FairDARTS (Chu et al., ECCV 2020): each op its own sigmoid(alpha), no competition.
   * darts_minus: DARTS- (Chu et al., ICLR 2021): the softmax plus an auxiliary skip connection
@@ -60,6 +62,30 @@ def gumbel_hard(logits, key=None, epoch=0, *, tau_max: float = 10.0, tau_min: fl
   return hard - jax.lax.stop_gradient(probs) + probs
 
 
+def snas_temperature(epoch, *, temp: float, temp_min: float, epochs: int):
+  """SNAS' temperature, linear per epoch: `max((1 - (epoch + 1) / epochs) * (temp - temp_min)
+  + temp_min, temp_min)`, so 0.9935 at the first of 150 epochs and temp_min at the last
+  (SNAS-Series/SNAS-Series, SNAS/utils.py `Temp_Scheduler`, stepped once at the start of each
+  epoch after its constructor's step(0); the release fixes the horizon at 150 epochs, here it
+  is the config's `epochs`, 150 in configs/nb201_snas.py). temp == temp_min: a constant."""
+  fraction = 1.0 - (jnp.asarray(epoch, jnp.float32) + 1.0) / epochs
+  return jnp.maximum(fraction * (temp - temp_min) + temp_min, temp_min)
+
+
+def gumbel_soft(logits, key=None, epoch=0, *, temp: float = 1.0, temp_min: float = 0.03,
+                epochs: int = 150):
+  """SNAS: `mix = softmax((alpha + g) / t)`, g = -log(-log u) per entry with u ~ U(0, 1), soft
+  (no straight-through), every op computed (SNAS-Series, SNAS/model_search.py
+  `_get_categ_mask`: the noise is added to the raw alpha, which differs from GDAS'
+  log_softmax(alpha) + g by a constant per edge, so not at all after the softmax); t is
+  `snas_temperature`. key=None: no noise, softmax(alpha / t)."""
+  t = snas_temperature(epoch, temp=temp, temp_min=temp_min, epochs=epochs).astype(logits.dtype)
+  scores = logits
+  if key is not None:
+    scores = scores + jax.random.gumbel(key, logits.shape, logits.dtype)
+  return jax.nn.softmax(scores / t, axis=-1)
+
+
 def dirichlet(logits, key=None, epoch=0):
   """DrNAS: one draw per edge from Dirichlet(elu(alpha) + 1), differentiable in alpha
   through JAX's implicit reparameterisation of the gamma draws (the release's
@@ -103,6 +129,7 @@ def darts_minus(logits, key=None, epoch=0, *, skip_column: int, beta0: float = 1
 
 
 RELAXATIONS: dict[str, Callable] = {"softmax": softmax, "gumbel_hard": gumbel_hard,
+                                    "gumbel_soft": gumbel_soft,
                                     "dirichlet": dirichlet, "sigmoid": sigmoid,
                                     "darts_minus": darts_minus}
 # Relaxations whose mixing weights are one-hot in value: the supernets compute only the op
@@ -123,7 +150,8 @@ def get(name: str) -> Callable:
 
 def build(config, primitives) -> Callable:
   """`config.relaxation` with what it needs bound: for gumbel_hard `config.tau_max` and
-  `.tau_min` (default 10 and 0.1, GDAS') and `config.epochs`; for darts_minus the skip
+  `.tau_min` (default 10 and 0.1, GDAS') and `config.epochs`; for gumbel_soft the same fields
+  as SNAS' initial and final temperature (default 1 and 0.03, SNAS'); for darts_minus the skip
   connection's column in `primitives` (the search space's op list), `config.aux_skip_beta`
   (default 1, the release's) and `config.epochs`.
 
@@ -134,6 +162,9 @@ def build(config, primitives) -> Callable:
   if config.relaxation == "gumbel_hard":
     relax = functools.partial(relax, tau_max=config.get("tau_max", 10.0),
                               tau_min=config.get("tau_min", 0.1), epochs=config.epochs)
+  if config.relaxation == "gumbel_soft":
+    relax = functools.partial(relax, temp=config.get("tau_max", 1.0),
+                              temp_min=config.get("tau_min", 0.03), epochs=config.epochs)
   if config.relaxation == "darts_minus":
     if "skip_connect" not in primitives:
       raise ConfigError(f"--config.relaxation=darts_minus adds a decaying skip connection, and "

@@ -133,3 +133,17 @@ def test_genotype_from_name_or_file(tmp_path):
     genotypes.genotype_from_name_or_file(str(tmp_path / "missing.json"))
   with pytest.raises(GenotypeError, match="Unknown genotype 'DARTS_V9'"):
     genotypes.genotype_from_name_or_file("DARTS_V9")
+
+
+def test_darts_rule_without_none_is_the_rule_with_a_none_of_zero_weight():
+  """The 7-op space's genotype (DrNAS', FairDARTS', SDARTS' DARTS space) equals the 8-op rule
+  on the same alphas with a `none` column of -inf logit (weight 0: the softmaxes agree)."""
+  from darts_jax.spaces import WITHOUT_NONE
+  rng = np.random.default_rng(11)
+  seven = {k: rng.normal(size=(14, 7)) for k in ("normal", "reduce")}
+  none = PRIMITIVES.index("none")
+  eight = {k: np.insert(a, none, -np.inf, axis=1) for k, a in seven.items()}
+  got = derive_genotype(seven["normal"], seven["reduce"], WITHOUT_NONE)
+  assert got == derive_genotype(eight["normal"], eight["reduce"])
+  with pytest.raises(ValueError, match=r"shape \(14, 7\)"):
+    derive_genotype(eight["normal"], eight["reduce"], WITHOUT_NONE)

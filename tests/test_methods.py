@@ -169,6 +169,30 @@ def test_sdarts_simplex_clip_and_random_smoothing():
   assert 0 < float(jnp.abs(got - soft).max()) < 0.4
 
 
+def test_snas_temperature_and_soft_draws():
+  """SNAS: t = (1 - (e + 1) / 150) * 0.97 + 0.03 per epoch (0.9935 at the first, 0.03 at the
+  last, never below); each draw is softmax((alpha + g) / t), on the simplex and soft; its
+  argmax falls on op k with probability softmax(alpha)_k (the Gumbel-max property), whatever
+  t; without a key, softmax(alpha / t)."""
+  t = lambda e: float(relaxations.snas_temperature(e, temp=1.0, temp_min=0.03, epochs=150))
+  assert t(0) == pytest.approx(1 - 0.97 / 150) and t(149) == pytest.approx(0.03)
+  assert t(74) == pytest.approx((1 - 75 / 150) * 0.97 + 0.03) and t(400) == pytest.approx(0.03)
+  assert float(relaxations.snas_temperature(9, temp=1.0, temp_min=1.0, epochs=150)) == 1.0
+  logits = jnp.asarray([[0.5, -1.0, 1.2, 0.0]], jnp.float32)
+  snas = functools.partial(relaxations.gumbel_soft, temp=1.0, temp_min=0.03, epochs=150)
+  draws = jax.vmap(lambda k: snas(logits, k, 100)[0])(
+      jax.random.split(jax.random.PRNGKey(0), 40000))
+  np.testing.assert_allclose(jnp.sum(draws, -1), 1.0, rtol=1e-5)
+  assert 0.05 < float(jnp.mean(jnp.max(draws, -1))) < 0.999  # soft, not one-hot
+  freq = np.bincount(np.asarray(jnp.argmax(draws, -1)), minlength=4) / 40000
+  np.testing.assert_allclose(freq, jax.nn.softmax(logits)[0], atol=0.01)
+  key = jax.random.PRNGKey(3)
+  by_hand = jax.nn.softmax((logits + jax.random.gumbel(key, logits.shape)) / t(100))
+  np.testing.assert_allclose(snas(logits, key, 100), by_hand, rtol=1e-6)
+  np.testing.assert_allclose(snas(logits, None, 100), jax.nn.softmax(logits / t(100)),
+                             rtol=1e-6)
+
+
 # --- The alpha step with a sampled relaxation and a regulariser -------------------------------
 
 def _toy(relax):
@@ -269,6 +293,43 @@ def test_exact_hypergradient_with_penalty_matches_central_differences(relax, pen
     assert not np.allclose(np.asarray(alphas["cell"] - plain.alphas["cell"]).ravel(), got)
 
 
+def test_single_level_step_is_one_gradient_of_the_training_loss():
+  """SNAS' single level, float64: the weights and the alphas both move by the gradient of the
+  training loss at (w, alpha) with one draw (SGD(1) on each: the step is minus the gradient),
+  the alphas' clipped to norm 0.05 by `darts_optimizers`' alpha_grad_clip; the reference is
+  central differences of L_train(w, m(alpha)) at the draw the step used. The validation batch
+  is not read."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(6)
+    train = {"x": jnp.asarray(rng.normal(size=(8, 4))), "y": jnp.asarray(rng.normal(size=8))}
+    weights = {"w": jnp.asarray(rng.normal(size=(3, 4)))}
+    alphas = {"cell": jnp.asarray(rng.normal(size=(1, 3)))}
+    snas = functools.partial(relaxations.gumbel_soft, temp=1.0, temp_min=0.03, epochs=150)
+    opts = bilevel.same_step(optax.sgd(1.0), optax.sgd(1.0))
+    state = bilevel.init_search_state(weights, alphas, opts)
+    loss_fn, mixed, seen = _toy(snas)
+    new, metrics = bilevel.bilevel_step(loss_fn, opts, state, train, None,
+                                        jax.random.PRNGKey(2), method="single_level", epoch=4)
+    assert len(seen) == 1 and "val_loss" not in metrics
+    loss = lambda w, a: mixed({"w": w}, snas(a, seen[0], 4), train)
+    d_w = _central(lambda w: loss(w, alphas["cell"]), weights["w"], 1e-5)
+    d_a = _central(lambda a: loss(weights["w"], a), alphas["cell"], 1e-5)
+    np.testing.assert_allclose(np.asarray(weights["w"] - new.weights["w"]).ravel(), d_w,
+                               rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(alphas["cell"] - new.alphas["cell"]).ravel(), d_a,
+                               rtol=1e-6, atol=1e-10)
+    assert float(metrics["train_loss"]) == pytest.approx(float(loss(weights["w"],
+                                                                    alphas["cell"])))
+    clip = bilevel.darts_optimizers(alpha_optimizer="sgd", alpha_lr=1.0, alpha_weight_decay=0.0,
+                                    alpha_grad_clip=0.05, steps_per_epoch=1)
+    clipped, _ = bilevel.bilevel_step(loss_fn, clip, bilevel.init_search_state(
+        weights, alphas, clip), train, None, jax.random.PRNGKey(2), method="single_level",
+        epoch=4)
+    moved = np.asarray(alphas["cell"] - clipped.alphas["cell"]).ravel()
+    assert np.linalg.norm(d_a) > 0.05
+    np.testing.assert_allclose(moved, d_a * 0.05 / np.linalg.norm(d_a), rtol=1e-6)
+
+
 def test_sdarts_adversarial_ascends_within_the_box_and_keeps_clean_when_it_cannot():
   """A linear loss c . m: the attack raises it well above the clean value and the random
   start's, and stays within eps of the clean weights up to the renormalisation; a loss whose
@@ -317,9 +378,12 @@ def test_sdarts_perturbs_the_weight_step_only():
 
 @pytest.mark.parametrize("name,method", [
     ("nb201_gdas", "first_order"), ("nb201_gdas", "exact"), ("nb201_drnas", "first_order"),
-    ("nb201_beta_darts", "first_order"), ("nb201_fair_darts", "first_order"),
-    ("nb201_darts_minus", "first_order"), ("nb201_sdarts_rs", "first_order"),
-    ("nb201_sdarts_adv", "first_order")])
+    # Their relaxation or regulariser is checked above, DARTS- also on DARTS' space below.
+    pytest.param("nb201_beta_darts", "first_order", marks=pytest.mark.slow),
+    pytest.param("nb201_fair_darts", "first_order", marks=pytest.mark.slow),
+    pytest.param("nb201_darts_minus", "first_order", marks=pytest.mark.slow),
+    ("nb201_sdarts_rs", "first_order"),
+    ("nb201_sdarts_adv", "first_order"), ("nb201_snas", "single_level")])
 def test_method_config_searches(name, method, tmp_path):
   """Two epochs of one step (32 digits; first order as the releases, and GDAS' one-op supernet
   with the exact hypergradient): the alphas move, the cell is derived and looked up, two
@@ -341,3 +405,60 @@ def test_method_config_searches(name, method, tmp_path):
   assert "nas_bench_201/cifar10.test.200" in result
   lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert len(lines) == 2
+
+
+@pytest.mark.parametrize("name", ["nb201_drnas",
+                                  pytest.param("nb201_snas", marks=pytest.mark.slow)])
+def test_stochastic_method_resumes_bit_for_bit(name, tmp_path, monkeypatch):
+  """DrNAS (a Dirichlet draw in every loss) and SNAS (a Gumbel draw, single level), crashed
+  after step 3 of 4 (in the second epoch) and resumed: the final state, the alphas' history
+  and the result are the uninterrupted run's, bit for bit, so the draws are functions of
+  (seed, step) and nothing else."""
+  import importlib
+
+  from darts_jax.train import cnn_search
+  from tests.helpers import override
+  from tests.test_resume import run_interrupted
+
+  config = override(importlib.import_module(f"configs.{name}").get_config(), **{
+      "data.name": "digits", "data.num_train": 64, "augment": True, "model.channels": 4,
+      "model.cells_per_stage": 1, "epochs": 2, "batch_size": 16, "progress_bar": False,
+      "eval_examples": 16, "seed": 1, "hypergradient.method": "first_order"
+      if name == "nb201_drnas" else "single_level", "checkpoint.every_steps": 1,
+      # SNAS trains on all the digits it is given: 32 make the same 2 steps per epoch.
+      **({"data.num_train": 32} if name == "nb201_snas" else {})})
+  reference, resumed = run_interrupted(cnn_search.train_and_evaluate, config, tmp_path,
+                                       monkeypatch, 3, "crash")
+  timing = lambda r: {k: v for k, v in r.items() if k != "epoch_seconds"}
+  assert timing(resumed) == timing(reference)
+  ours, theirs = np.load(tmp_path / "run" / "alphas.npz"), np.load(
+      tmp_path / "reference" / "alphas.npz")
+  for key in theirs.files:
+    np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
+
+
+@pytest.mark.parametrize("name", [
+    "cifar_sdarts_adv", "cifar_darts_minus",
+    pytest.param("cifar_sdarts_rs", marks=pytest.mark.slow),
+    pytest.param("cifar_beta_darts", marks=pytest.mark.slow)])
+def test_darts_space_method_config_searches(name, tmp_path):
+  """Two epochs of one step on DARTS' space (3 cells of 2 channels, 32 digits): the alphas
+  move and a genotype of the config's ops is written (SDARTS: the 7 ops without none)."""
+  import importlib
+  import json
+
+  from darts_jax import spaces
+  from darts_jax.train import cnn_search
+  from tests.helpers import override
+
+  module = importlib.import_module(f"configs.{name}")
+  config = override(module.get_config(), **{
+      "data.name": "digits", "data.num_train": 32, "augment": False, "model.channels": 2,
+      "model.layers": 3, "epochs": 2, "batch_size": 16, "alpha_learning_rate": 3e-2,
+      "progress_bar": False, "eval_examples": 16, "seed": 0})
+  cnn_search.train_and_evaluate(config, str(tmp_path))
+  alphas = np.load(tmp_path / "alphas.npz")
+  ops = spaces.get(config.search_space).ops
+  assert alphas["normal"].shape == (14, len(ops)) and np.abs(alphas["normal"]).max() > 0.01
+  genotype = json.loads((tmp_path / "genotype.json").read_text())
+  assert {op for op, _ in genotype["normal"] + genotype["reduce"]} <= set(ops) - {"none"}

@@ -110,11 +110,23 @@ def test_a_missing_field_and_an_unknown_one_are_named():
     ("ptb_search", {"hypergradient.method": "finite_difference",
                     "hypergradient.unroll_steps": 2}, "unroll_steps=1 only"),
     ("ptb_eval", {"model.embed_size": 300}, "must be equal"),
+    ("nb201_search", {"tau_max": 2.0}, "option of --config.relaxation=gumbel_hard or "
+                                       "gumbel_soft"),
+    ("nb201_gdas", {"tau_min": 20.0}, "the temperature would rise"),
+    ("nb201_snas", {"hypergradient.method": "exact"}, None),  # bilevel SNAS is allowed
+    ("ptb_search", {"hypergradient.method": "single_level"}, "mode of the CNN search only"),
+    ("nb201_sdarts_rs", {"hypergradient.method": "single_level"},
+     "one step for weights and alphas"),
+    ("nb201_search", {"aux_skip_beta": 0.5}, "option of --config.relaxation=darts_minus"),
+    ("cifar_search", {"relaxation": "gumbel_hard"}, "only the NAS-Bench-201 supernet"),
 ])
 def test_conditions_between_fields(name, changes, words):
   config = load(name)
   schema.check(config)
   for field, value in changes.items():
     set_field(config, field, value)
+  if words is None:
+    schema.check(config)
+    return
   with pytest.raises(ConfigError, match=words):
     schema.check(config)

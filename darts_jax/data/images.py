@@ -436,6 +436,24 @@ def search_halves(dataset: Dataset, config) -> tuple[Split, Split]:
   return train, _take(test, xvalid, split_file or "the seed-0 half", "xvalid")
 
 
+def single_level_split(dataset: Dataset, config) -> tuple[Split, Split]:
+  """SNAS' data: the whole training split (its first `config.num_train` images, 0: all) trains
+  weights and alphas alike, and the test split is the search-validation set, only evaluated
+  (SNAS-Series, SNAS/train_search.py: `train_queue` on the 50,000 training images,
+  `valid_queue` on the test set).
+
+  Raises:
+    DataError: the dataset has no test split.
+  """
+  train = dataset.train
+  if config.get("num_train"):
+    train = Split(train.images[:config.num_train], train.labels[:config.num_train])
+  if not len(dataset.test.labels):
+    raise DataError(f"--config.hypergradient.method=single_level watches the test split, and "
+                    f"{config.name} has none: use a dataset with one, or a bilevel method.")
+  return train, dataset.test
+
+
 def _read_split_file(path: str, keys) -> dict:
   """Index lists from NAS-Bench-201's split files: JSON, each value `["int", [i, ...]]`."""
   import json

@@ -7,12 +7,16 @@ the supernet takes its alphas as an input, `{name: (edges, ops)}`.
 
 - "darts": DARTS' space (8 ops, 14 edges; normal and reduction cells, alphas "normal" and
   "reduce"), `darts_jax.spaces.darts_cnn.supernet`.
+- "darts_without_none": DARTS' space with `none` removed (7 ops), the space DrNAS, FairDARTS
+  and SDARTS search on the DARTS space (SDARTS' "s5"; their releases comment `none` out of
+  PRIMITIVES); the genotype rule is DARTS' with every op competing.
 - "nas_bench_201": NAS-Bench-201's (5 ops, 6 edges, one alpha "cell" for all 15 cells),
   `darts_jax.spaces.nas_bench_201`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable, NamedTuple
 
@@ -33,11 +37,14 @@ class SearchSpace(NamedTuple):
   edges: tuple  # the alpha rows, "i<-j"
 
 
-def _build_darts(config, num_classes):
+def _build_darts(config, num_classes, primitives=PRIMITIVES):
   return supernet.SearchNetwork(channels=config.model.channels, layers=config.model.layers,
                                 num_classes=num_classes, remat=config.model.remat,
-                                relax=relaxations.build(config, PRIMITIVES),
-                                dtype=config.model.dtype)
+                                relax=relaxations.build(config, primitives),
+                                dtype=config.model.dtype, primitives=primitives)
+
+
+WITHOUT_NONE = tuple(op for op in PRIMITIVES if op != "none")
 
 
 def _draw_darts(genotype, workdir):
@@ -69,6 +76,13 @@ SPACES = {
         build=_build_darts, init=supernet.init_supernet, init_alphas=supernet.init_alphas,
         derive=lambda alphas: derive_genotype(alphas["normal"], alphas["reduce"]),
         draw=_draw_darts, ops=PRIMITIVES,
+        edges=tuple(f"{i}<-{j}" for i in range(STEPS) for j in range(2 + i))),
+    "darts_without_none": SearchSpace(
+        build=functools.partial(_build_darts, primitives=WITHOUT_NONE),
+        init=supernet.init_supernet,
+        init_alphas=functools.partial(supernet.init_alphas, primitives=WITHOUT_NONE),
+        derive=lambda alphas: derive_genotype(alphas["normal"], alphas["reduce"], WITHOUT_NONE),
+        draw=_draw_darts, ops=WITHOUT_NONE,
         edges=tuple(f"{i}<-{j}" for i in range(STEPS) for j in range(2 + i))),
     "nas_bench_201": SearchSpace(
         build=_build_nb201, init=nas_bench_201.init_supernet,

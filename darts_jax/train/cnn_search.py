@@ -123,7 +123,9 @@ def make_optimizers(config, steps_per_epoch: int) -> bilevel.BilevelOptimizers:
       lr=config.learning_rate, lr_min=config.learning_rate_min, epochs=config.epochs,
       steps_per_epoch=steps_per_epoch, momentum=config.momentum, nesterov=config.nesterov,
       weight_decay=config.weight_decay, grad_clip=config.grad_clip,
-      alpha_lr=config.alpha_learning_rate, alpha_weight_decay=config.alpha_weight_decay)
+      alpha_lr=config.alpha_learning_rate, alpha_weight_decay=config.alpha_weight_decay,
+      alpha_optimizer=config.get("alpha_optimizer", "adam"),
+      alpha_grad_clip=config.get("alpha_grad_clip", 0.0))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -139,9 +141,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   dataset = data.load(config.data)
   # DARTS: halves of the training split; NAS-Bench-201 on CIFAR-100 / ImageNet16-120: the
   # training split, and half of the test split for the alphas (data.search_halves).
-  weight_half, alpha_half = data.search_halves(dataset, config.data)
-  print(f"{config.data.name}: {len(weight_half.labels)} images train the weights, "
-        f"{len(alpha_half.labels)} the alphas; images {weight_half.images.shape[1:]}", flush=True)
+  # SNAS' single level: the whole training split trains weights and alphas; the test split
+  # is the search-validation set, only watched (the release's valid_queue).
+  single = config.hypergradient.method == "single_level"
+  if single:
+    weight_half, alpha_half = data.single_level_split(dataset, config.data)
+    print(f"{config.data.name}: {len(weight_half.labels)} images train the weights and the "
+          f"alphas (single level), {len(alpha_half.labels)} test images are watched; images "
+          f"{weight_half.images.shape[1:]}", flush=True)
+  else:
+    weight_half, alpha_half = data.search_halves(dataset, config.data)
+    print(f"{config.data.name}: {len(weight_half.labels)} images train the weights, "
+          f"{len(alpha_half.labels)} the alphas; images {weight_half.images.shape[1:]}",
+          flush=True)
 
   # NAS-Bench-201: the benchmark's accuracy of the derived cell, each epoch (shipped table,
   # or the user's converted one: config.benchmark_table).
@@ -153,9 +165,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   seeds = [config.seed + i for i in range(config.get("num_seeds") or 1)]
   many = len(seeds) > 1  # then every array of the state has a leading seed axis
   model = space.build(config, dataset.num_classes)
-  if config.batch_size > min(len(weight_half.labels), len(alpha_half.labels)):
-    half, size = min((("weight", len(weight_half.labels)), ("alpha", len(alpha_half.labels))),
-                     key=lambda h: h[1])
+  halves = (("weight", len(weight_half.labels)),) + (
+      () if single else (("alpha", len(alpha_half.labels)),))
+  if config.batch_size > min(size for _, size in halves):
+    half, size = min(halves, key=lambda h: h[1])
     raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the {half} half "
                       f"of the training split ({size} images, --config.data.train_portion="
                       f"{config.data.train_portion}): lower the batch size or use more data.")
@@ -185,7 +198,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def step_fn(state, seed_key, step, train_batch, val_batch):
     key = jax.random.fold_in(seed_key, step)
     k_train, k_val = jax.random.split(key)
-    return search_step(state, prepare(k_train, train_batch), prepare(k_val, val_batch),
+    train_batch = prepare(k_train, train_batch)
+    val_batch = train_batch if single else prepare(k_val, val_batch)  # single: not read
+    return search_step(state, train_batch, val_batch,
                        jax.random.fold_in(key, 2),  # the relaxation's keys
                        epoch=step // steps_per_epoch)
 
@@ -239,7 +254,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def train_step(state, epoch, index, step):
     del epoch, index
-    state, metrics = step_fn(state, seed_keys, step, next_batch("train"), next_batch("val"))
+    train_batch = next_batch("train")
+    state, metrics = step_fn(state, seed_keys, step, train_batch,
+                             train_batch if single else next_batch("val"))
     # Many seeds: the progress bar shows their mean; any seed's NaN stops the run.
     return state, loop.StepLog(jnp.mean(metrics["train_loss"]),
                                jnp.mean(metrics["train_accuracy"]),

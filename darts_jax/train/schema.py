@@ -180,8 +180,8 @@ def _spaces():
 
 
 def _methods():
-  from darts_jax.hypergradient import METHODS
-  return tuple(METHODS)
+  from darts_jax.bilevel import STEP_METHODS
+  return tuple(STEP_METHODS)
 
 
 def _exact_modes():
@@ -277,11 +277,13 @@ SCHEMAS = {
         "vmap_seeds": Int(0, optional=True),  # seeds per vmapped chunk; 0: all at once
         "relaxation": Choice(_relaxations),
         "aux_skip_beta": NON_NEGATIVE_OPTIONAL,  # darts_minus' initial beta (1)
-        "tau_max": Real(0, low_open=True, optional=True),  # gumbel_hard's temperatures
+        "tau_max": Real(0, low_open=True, optional=True),  # gumbel_hard/_soft's temperatures
         "tau_min": Real(0, low_open=True, optional=True),
         "weight_perturbation": Choice(("none", "random", "adversarial"),
                                       optional=True),  # SDARTS-RS, -ADV
         "perturbation_epsilon": Real(0, 1, low_open=True, optional=True),  # its eps_max (0.3)
+        "alpha_optimizer": Choice(("adam", "sgd"), optional=True),  # absent: adam (DARTS)
+        "alpha_grad_clip": NON_NEGATIVE_OPTIONAL,  # the alphas' global-norm clip; 0: none
         "regulariser.name": Choice(_regularisers),
         "regulariser.scale": NON_NEGATIVE,
         "regulariser.ramp_epochs": Int(1, optional=True),  # beta_decay's lambda ramp (100)
@@ -371,9 +373,10 @@ def _tied_embedding(config):
 
 
 def _space_has_its_size(config):
-  if config.task != "cnn_search" or config.search_space not in ("darts", "nas_bench_201"):
+  if config.task != "cnn_search" or config.search_space not in (
+      "darts", "darts_without_none", "nas_bench_201"):
     return None
-  field = "layers" if config.search_space == "darts" else "cells_per_stage"
+  field = "cells_per_stage" if config.search_space == "nas_bench_201" else "layers"
   if field not in config.model:
     return (f"--config.search_space={config.search_space} needs --config.model.{field}, which "
             "the config lacks: add it (configs/cifar_search.py, configs/nb201_search.py).")
@@ -390,9 +393,9 @@ def _cell_bn_of_nb201(config):
 
 def _options_of_their_method(config):
   for field in ("tau_max", "tau_min"):
-    if field in config and config.get("relaxation") != "gumbel_hard":
-      return (f"--config.{field} is an option of --config.relaxation=gumbel_hard, not of "
-              f"{config.get('relaxation')}: remove it.")
+    if field in config and config.get("relaxation") not in ("gumbel_hard", "gumbel_soft"):
+      return (f"--config.{field} is an option of --config.relaxation=gumbel_hard or gumbel_soft, "
+              f"not of {config.get('relaxation')}: remove it.")
   if "tau_max" in config and "tau_min" in config and config.tau_min > config.tau_max:
     return (f"--config.tau_min={config.tau_min!r} is above --config.tau_max={config.tau_max!r}: "
             "the temperature would rise; swap them.")
@@ -409,6 +412,14 @@ def _options_of_their_method(config):
   if config.task == "rnn_search" and config.get("relaxation") == "darts_minus":
     return ("--config.relaxation=darts_minus adds a decaying skip connection, and the "
             "recurrent cell has none: choose another relaxation.")
+  single = config.get("hypergradient") is not None and \
+      config.hypergradient.method == "single_level"
+  if single and config.task != "cnn_search":
+    return ("--config.hypergradient.method=single_level (SNAS) is a mode of the CNN search "
+            "only so far: use exact, finite_difference or first_order.")
+  if single and config.get("weight_perturbation", "none") != "none":
+    return ("--config.weight_perturbation (SDARTS) perturbs a weight step of its own, and "
+            "method=single_level has one step for weights and alphas: choose one of them.")
   if config.get("relaxation") == "gumbel_hard" and (
       config.task != "cnn_search" or config.search_space != "nas_bench_201"):
     return ("--config.relaxation=gumbel_hard (GDAS) computes one op per edge, which only the "

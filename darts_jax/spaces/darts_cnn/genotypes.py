@@ -119,12 +119,12 @@ def _softmax(x):
   return e / e.sum(axis=-1, keepdims=True)
 
 
-def _derive_cell(alpha) -> tuple[tuple[str, int], ...]:
+def _derive_cell(alpha, primitives=PRIMITIVES) -> tuple[tuple[str, int], ...]:
   weights = _softmax(np.asarray(alpha, dtype=np.float64))
-  if weights.shape != (NUM_EDGES, len(PRIMITIVES)):
-    raise ValueError(f"alphas must have shape ({NUM_EDGES}, {len(PRIMITIVES)}), got "
+  if weights.shape != (NUM_EDGES, len(primitives)):
+    raise ValueError(f"alphas must have shape ({NUM_EDGES}, {len(primitives)}), got "
                      f"{weights.shape}.")
-  none = PRIMITIVES.index("none")
+  none = primitives.index("none") if "none" in primitives else -1
   gene = []
   for node in range(STEPS):
     rows = weights[edge_index(node, 0):edge_index(node, 0) + 2 + node]
@@ -132,22 +132,24 @@ def _derive_cell(alpha) -> tuple[tuple[str, int], ...]:
     # Python's sort is stable, so equal strengths keep the lower input index first.
     kept = sorted(range(2 + node), key=lambda j: -strength[j])[:2]
     for j in kept:
-      best = max((k for k in range(len(PRIMITIVES)) if k != none),
+      best = max((k for k in range(len(primitives)) if k != none),
                  key=lambda k: (rows[j][k], -k))  # ties to the first op
-      gene.append((PRIMITIVES[best], j))
+      gene.append((primitives[best], j))
   return tuple(gene)
 
 
-def derive_genotype(alphas_normal, alphas_reduce) -> Genotype:
+def derive_genotype(alphas_normal, alphas_reduce, primitives=PRIMITIVES) -> Genotype:
   """The official derivation rule on softmax(alphas) (docs/reference.md, "CNN genotype
   derivation").
 
   Per node, keep the 2 incoming edges whose strongest non-`none` weight is largest (ties to
   the lower input index), listed strongest first as the official code does; on each kept edge
   take the strongest non-`none` op (ties to the first). `none` stays in the softmax.
+  `primitives`: the alpha columns (DARTS' 8; without `none`, every op competes).
   """
   concat = tuple(range(2, 2 + STEPS))
-  return Genotype(_derive_cell(alphas_normal), concat, _derive_cell(alphas_reduce), concat)
+  return Genotype(_derive_cell(alphas_normal, primitives), concat,
+                  _derive_cell(alphas_reduce, primitives), concat)
 
 
 def genotype_from_name_or_file(spec: str) -> Genotype:
