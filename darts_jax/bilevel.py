@@ -49,6 +49,7 @@ import operator
 from typing import Any, Callable, NamedTuple
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 import optax
 
@@ -111,8 +112,8 @@ def cosine_per_epoch(lr_max, lr_min, epochs, steps_per_epoch):
 
 def darts_optimizers(*, lr=0.025, lr_min=0.001, epochs=50, steps_per_epoch=391, momentum=0.9,
                      weight_decay=3e-4, grad_clip=5.0, alpha_lr=3e-4, alpha_weight_decay=1e-3,
-                     nesterov=False, alpha_optimizer="adam",
-                     alpha_grad_clip=0.0) -> BilevelOptimizers:
+                     nesterov=False, alpha_optimizer="adam", alpha_grad_clip=0.0,
+                     alpha_b1=0.5) -> BilevelOptimizers:
   """DARTS' CNN search optimisers, with the defaults of its release (docs/reference.md,
   "Search optimisation").
 
@@ -124,6 +125,7 @@ def darts_optimizers(*, lr=0.025, lr_min=0.001, epochs=50, steps_per_epoch=391, 
       gradient).
     alpha_optimizer: "adam" (DARTS: betas (0.5, 0.999)) or "sgd" (plain, no momentum: the
       single-GPU SNAS release's).
+    alpha_b1: Adam's first-moment decay on the alphas (DARTS: 0.5; FairDARTS: 0.9).
     alpha_grad_clip: the alphas' gradients' global-norm clip before the decay (SNAS: 10);
       0: none (DARTS).
 
@@ -138,7 +140,7 @@ def darts_optimizers(*, lr=0.025, lr_min=0.001, epochs=50, steps_per_epoch=391, 
   alpha = optax.chain(
       *([optax.clip_by_global_norm(alpha_grad_clip)] if alpha_grad_clip else []),
       optax.add_decayed_weights(alpha_weight_decay),
-      optax.adam(alpha_lr, b1=0.5, b2=0.999) if alpha_optimizer == "adam" else
+      optax.adam(alpha_lr, b1=alpha_b1, b2=0.999) if alpha_optimizer == "adam" else
       optax.sgd(alpha_lr))
   return clipped(inner, grad_clip, alpha)
 
@@ -207,7 +209,7 @@ def hypergradient_options(block) -> dict:
 def bilevel_step(loss_fn, opts: BilevelOptimizers, state: SearchState, train_batch, val_batch,
                  key=None, *, method: str = "exact", unroll_steps: int = 1,
                  exact_mode: str = "forward_over_reverse", fd_epsilon: float = 0.01,
-                 weight_loss_fn=None, epoch=0, alpha_penalty=None):
+                 weight_loss_fn=None, epoch=0, alpha_penalty=None, update_alphas=True):
   """One search iteration: the alpha step through the hypergradient, then the weight step.
 
   Pure and jittable; close over `loss_fn` and `opts` (e.g. with `functools.partial`).
@@ -231,6 +233,10 @@ def bilevel_step(loss_fn, opts: BilevelOptimizers, state: SearchState, train_bat
       relaxation (`LossState.epoch`) and to `alpha_penalty`.
     alpha_penalty: `alpha_penalty(alphas, epoch) -> scalar`, added to the alpha step's
       (validation) objective; None: none (DARTS).
+    update_alphas: False (a traced bool is fine): a warm-up step, the weight step alone;
+      the alphas, their optimiser state and the validation carry are kept, the alpha step is
+      not computed (`lax.cond`) and its metrics read 0. True (default): no condition is
+      compiled.
 
   Returns:
     `(new state, metrics)`. metrics: `train_loss`, `val_loss` (at the virtual weights),
@@ -244,7 +250,8 @@ def bilevel_step(loss_fn, opts: BilevelOptimizers, state: SearchState, train_bat
     if weight_loss_fn is not None:
       raise ValueError("method='single_level' takes one gradient for weights and alphas; a "
                        "weight_loss_fn of its own would be a second step.")
-    return _single_level_step(loss_fn, opts, state, train_batch, key, epoch, alpha_penalty)
+    return _single_level_step(loss_fn, opts, state, train_batch, key, epoch, alpha_penalty,
+                              update_alphas)
   k_inner, k_outer, k_weight = jax.random.split(key, 3)
   # The relaxation's keys: one for the alpha step's virtual step(s) and validation loss alike,
   # one for the weight step. Folded in, so the dropout keys above are those of before.
@@ -263,18 +270,24 @@ def bilevel_step(loss_fn, opts: BilevelOptimizers, state: SearchState, train_bat
                             {"batch": train_batch, "carry": model.train}),
              "key": jax.random.split(k_inner, unroll_steps)}
   outer = {"batch": val_batch, "carry": model.val, "key": k_outer}
-  alpha_grads, (val_carry, val_metrics, val_loss) = hypergradient(
-      stream_loss, state.weights, state.alphas, inner, outer, opts.inner,
-      opts.inner_state(state.weight_opt_state), method=method, has_aux=True,
-      unroll_steps=unroll_steps, exact_mode=exact_mode, fd_epsilon=fd_epsilon)
-  penalty = {}
-  if alpha_penalty is not None:
-    value, penalty_grads = jax.value_and_grad(alpha_penalty)(state.alphas, epoch)
-    alpha_grads = jax.tree.map(jnp.add, alpha_grads, penalty_grads)
-    penalty = {"alpha_penalty": value}
-  updates, alpha_opt_state = opts.alpha.update(alpha_grads, state.alpha_opt_state,
-                                               state.alphas)
-  alphas = optax.apply_updates(state.alphas, updates)
+
+  def alpha_step(state):
+    alpha_grads, (val_carry, val_metrics, val_loss) = hypergradient(
+        stream_loss, state.weights, state.alphas, inner, outer, opts.inner,
+        opts.inner_state(state.weight_opt_state), method=method, has_aux=True,
+        unroll_steps=unroll_steps, exact_mode=exact_mode, fd_epsilon=fd_epsilon)
+    metrics = {"val_loss": val_loss, **{f"val_{k}": v for k, v in val_metrics.items()}}
+    if alpha_penalty is not None:
+      value, penalty_grads = jax.value_and_grad(alpha_penalty)(state.alphas, epoch)
+      alpha_grads = jax.tree.map(jnp.add, alpha_grads, penalty_grads)
+      metrics["alpha_penalty"] = value
+    metrics["alpha_grad_norm"] = optax.tree.norm(alpha_grads)
+    updates, alpha_opt_state = opts.alpha.update(alpha_grads, state.alpha_opt_state,
+                                                 state.alphas)
+    return optax.apply_updates(state.alphas, updates), alpha_opt_state, val_carry, metrics
+
+  alphas, alpha_opt_state, val_carry, alpha_metrics = _maybe(alpha_step, update_alphas,
+                                                             state, model.val)
 
   (train_loss, (new, train_metrics)), grads = jax.value_and_grad(
       weight_loss_fn or loss_fn, has_aux=True)(
@@ -284,15 +297,28 @@ def bilevel_step(loss_fn, opts: BilevelOptimizers, state: SearchState, train_bat
   weights = optax.apply_updates(state.weights, updates)
   new_state = SearchState(weights, alphas, ModelState(new.shared, new.carry, val_carry),
                           weight_opt_state, alpha_opt_state)
-  metrics = {"train_loss": train_loss, "val_loss": val_loss,
-             **{f"train_{k}": v for k, v in train_metrics.items()},
-             **{f"val_{k}": v for k, v in val_metrics.items()}, **penalty,
-             "weight_grad_norm": optax.tree.norm(grads),
-             "alpha_grad_norm": optax.tree.norm(alpha_grads)}
+  metrics = {"train_loss": train_loss, **{f"train_{k}": v for k, v in train_metrics.items()},
+             **alpha_metrics, "weight_grad_norm": optax.tree.norm(grads)}
   return new_state, metrics
 
 
-def _single_level_step(loss_fn, opts, state, train_batch, key, epoch, alpha_penalty):
+def _maybe(alpha_step, update_alphas, state, val_carry):
+  """`alpha_step(state) -> (alphas, alpha_opt_state, val_carry, metrics)`, or with
+  `update_alphas` false the state's own alphas, optimiser state and `val_carry`, and zero
+  metrics; python True calls it unconditionally."""
+  if update_alphas is True:
+    return alpha_step(state)
+
+  def keep(state):
+    shapes = jax.eval_shape(alpha_step, state)[3]
+    return (state.alphas, state.alpha_opt_state, val_carry,
+            jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+
+  return lax.cond(update_alphas, alpha_step, keep, state)
+
+
+def _single_level_step(loss_fn, opts, state, train_batch, key, epoch, alpha_penalty,
+                       update_alphas=True):
   """SNAS' step (`bilevel_step` with method="single_level")."""
   _, _, k_weight = jax.random.split(key, 3)  # the weight step's keys, as in bilevel_step
   _, k_relax = jax.random.split(jax.random.fold_in(key, 7))
@@ -310,8 +336,13 @@ def _single_level_step(loss_fn, opts, state, train_batch, key, epoch, alpha_pena
   (_, (new, train_metrics, train_loss)), (grads, alpha_grads) = jax.value_and_grad(
       objective, argnums=(0, 1), has_aux=True)(state.weights, state.alphas)
   penalty = {"alpha_penalty": train_metrics.pop("alpha_penalty")} if alpha_penalty else {}
-  updates, alpha_opt_state = opts.alpha.update(alpha_grads, state.alpha_opt_state, state.alphas)
-  alphas = optax.apply_updates(state.alphas, updates)
+
+  def alpha_step(state):
+    updates, alpha_opt_state = opts.alpha.update(alpha_grads, state.alpha_opt_state,
+                                                 state.alphas)
+    return optax.apply_updates(state.alphas, updates), alpha_opt_state, model.val, {}
+
+  alphas, alpha_opt_state, _, _ = _maybe(alpha_step, update_alphas, state, model.val)
   updates, weight_opt_state = opts.weight.update(grads, state.weight_opt_state, state.weights)
   weights = optax.apply_updates(state.weights, updates)
   new_state = SearchState(weights, alphas, ModelState(new.shared, new.carry, model.val),

@@ -147,3 +147,22 @@ def test_darts_rule_without_none_is_the_rule_with_a_none_of_zero_weight():
   assert got == derive_genotype(eight["normal"], eight["reduce"])
   with pytest.raises(ValueError, match=r"shape \(14, 7\)"):
     derive_genotype(eight["normal"], eight["reduce"], WITHOUT_NONE)
+
+
+def test_fair_darts_ranks_edges_by_their_sigmoids():
+  """FairDARTS' rule ranks a node's edges by their largest sigmoid(alpha), not softmax: edge A
+  (two ops at 3: sigmoid 0.953, softmax ~0.5), B (one op at 2: sigmoid 0.881, softmax ~1) and
+  C (every op at 2.5: sigmoid 0.924, softmax 1/7) into node 1 keep A and C by the sigmoids, B
+  and A by the softmax."""
+  from darts_jax.spaces import WITHOUT_NONE, SPACES
+  alpha = np.full((14, 7), -10.0)
+  a, b, c = (genotypes.edge_index(1, j) for j in range(3))
+  alpha[a, [3, 4]] = 3.0
+  alpha[b, 2] = 2.0
+  alpha[c, :] = 2.5
+  derive = SPACES["darts_without_none"].derive
+  node1 = lambda g: g.normal[2:4]
+  assert node1(derive({"normal": alpha, "reduce": alpha}, "sigmoid")) == (
+      (WITHOUT_NONE[3], 0), (WITHOUT_NONE[0], 2))
+  assert node1(derive({"normal": alpha, "reduce": alpha}, "softmax")) == (
+      (WITHOUT_NONE[2], 1), (WITHOUT_NONE[3], 0))

@@ -148,6 +148,53 @@ def test_gdas_edge_computes_one_op_and_passes_gradient_to_all():
     np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-4, err_msg=op)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gdas_darts_space_edge_computes_one_op(stride):
+  """The DARTS space's GDAS edge: for each drawn op, the value of mixed_edge with that one-hot
+  mix, only that op's BN rows moved (to mixed_edge's values), and d/d mix = sum(g * op_k(x))
+  at the drawn op, 0 elsewhere (the release's DARTS-space MixedOp adds no other weights)."""
+  from darts_jax.spaces.darts_cnn import supernet as sn
+  from darts_jax.spaces.darts_cnn.genotypes import PRIMITIVES
+  rng = np.random.default_rng(stride)
+  c = 4
+  normal = lambda *shape: jnp.asarray(rng.normal(size=shape) / 2, jnp.float32)
+  slots = sn.op_slots(PRIMITIVES)
+  params = {}
+  for op, (k, _, stages) in sn._CONV_OPS.items():
+    for stage in range(1, stages + 1):
+      params[f"{op}_dw{stage}"], params[f"{op}_pw{stage}"] = normal(k, k, c), normal(c, c)
+  stat = lambda n: {"mean": normal(n, c), "var": 1.0 + jnp.abs(normal(n, c))}
+  stats = {"bn1": stat(len(slots.first)), "bn2": stat(len(slots.second))}
+  if stride == 2:
+    params.update(skip_conv1=normal(c, c // 2), skip_conv2=normal(c, c // 2))
+    stats["skip_bn"] = {"mean": normal(c), "var": 1.0 + jnp.abs(normal(c))}
+  x = normal(4, 6, 6, c)
+  g = normal(4, 6 // stride, 6 // stride, c)
+  edge = lambda fn, mix: fn(x, mix, params, stats, stride=stride, impl="dense", train=True,
+                            slots=slots)
+  for k, op in enumerate(PRIMITIVES):
+    mix = jnp.eye(len(PRIMITIVES))[k]
+    got, new = edge(sn.one_op_edge, mix)
+    want, want_stats = edge(sn.mixed_edge, mix)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=op)
+    rows = {"bn1": slots.first.index(op) if op in slots.first else None,
+            "bn2": slots.second.index(op) if op in slots.second else None}
+    for name, row in rows.items():
+      for m in ("mean", "var"):
+        for i in range(len(stats[name][m])):
+          expected = want_stats[name][m][i] if i == row else stats[name][m][i]
+          np.testing.assert_allclose(new[name][m][i], expected, rtol=1e-5, atol=1e-6,
+                                     err_msg=f"{op} {name} {m} row {i}")
+    if stride == 2:
+      expected = want_stats["skip_bn"] if op == "skip_connect" else stats["skip_bn"]
+      for m in ("mean", "var"):
+        np.testing.assert_allclose(new["skip_bn"][m], expected[m], rtol=1e-5, err_msg=op)
+    grad = jax.grad(lambda m: jnp.sum(g * edge(sn.one_op_edge, m)[0]))(mix)
+    want_grad = np.zeros(len(PRIMITIVES))
+    want_grad[k] = float(jnp.sum(g * want))
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-4, err_msg=op)
+
+
 def test_sdarts_simplex_clip_and_random_smoothing():
   """The release's clip: clamp to [0, 1], a row clamped to all zeros gets a 1 at its largest
   entry, rows renormalised; RS's weights stay within eps of the softmax before that map."""
@@ -330,6 +377,45 @@ def test_single_level_step_is_one_gradient_of_the_training_loss():
     np.testing.assert_allclose(moved, d_a * 0.05 / np.linalg.norm(d_a), rtol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["first_order", "exact", "single_level"])
+def test_warmup_step_trains_the_weights_alone(method):
+  """update_alphas=False (traced, under jit): the alphas and their Adam state are the step's
+  inputs, the weights move by the weight step at the old alphas (SGD(1): minus the central
+  differences of the training loss, float64, at the weight step's draw); update_alphas=True
+  traced gives the unconditional step's result."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(8)
+    batch = lambda: {"x": jnp.asarray(rng.normal(size=(8, 4))),
+                     "y": jnp.asarray(rng.normal(size=8))}
+    train, val = batch(), batch()
+    weights = {"w": jnp.asarray(rng.normal(size=(3, 4)))}
+    alphas = {"cell": jnp.asarray(rng.normal(size=(1, 3)))}
+    opts = bilevel.same_step(optax.sgd(1.0), optax.adam(0.1))
+    state = bilevel.init_search_state(weights, alphas, opts)
+    loss_fn, mixed, _ = _toy(relaxations.dirichlet)
+    step = jax.jit(lambda state, update: bilevel.bilevel_step(
+        loss_fn, opts, state, train, val, jax.random.PRNGKey(3), method=method,
+        update_alphas=update))
+    frozen, metrics = step(state, jnp.asarray(False))
+    for got, want in zip(jax.tree.leaves((frozen.alphas, frozen.alpha_opt_state)),
+                         jax.tree.leaves((state.alphas, state.alpha_opt_state))):
+      np.testing.assert_array_equal(got, want)
+    if method != "single_level":
+      assert float(metrics["alpha_grad_norm"]) == 0.0
+    # The weight step's draw (bilevel_step's key for it; single level: its only one).
+    key = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(3), 7))[1]
+    d_w = _central(lambda w: mixed({"w": w}, relaxations.dirichlet(alphas["cell"], key),
+                                   train), weights["w"], 1e-5)
+    np.testing.assert_allclose(np.asarray(weights["w"] - frozen.weights["w"]).ravel(), d_w,
+                               rtol=1e-6, atol=1e-10)
+    moved, _ = step(state, jnp.asarray(True))
+    plain, _ = bilevel.bilevel_step(loss_fn, opts, state, train, val, jax.random.PRNGKey(3),
+                                    method=method)
+    assert not np.allclose(moved.alphas["cell"], alphas["cell"])
+    for got, want in zip(jax.tree.leaves(moved), jax.tree.leaves(plain)):
+      np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
 def test_sdarts_adversarial_ascends_within_the_box_and_keeps_clean_when_it_cannot():
   """A linear loss c . m: the attack raises it well above the clean value and the random
   start's, and stays within eps of the clean weights up to the renormalisation; a loss whose
@@ -438,12 +524,16 @@ def test_stochastic_method_resumes_bit_for_bit(name, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", [
-    "cifar_sdarts_adv", "cifar_darts_minus",
+    "cifar_sdarts_adv", "cifar_darts_minus", "cifar_gdas", "cifar_drnas",
     pytest.param("cifar_sdarts_rs", marks=pytest.mark.slow),
-    pytest.param("cifar_beta_darts", marks=pytest.mark.slow)])
+    pytest.param("cifar_beta_darts", marks=pytest.mark.slow),
+    pytest.param("cifar_snas", marks=pytest.mark.slow),
+    pytest.param("cifar_fair_darts", marks=pytest.mark.slow)])
 def test_darts_space_method_config_searches(name, tmp_path):
   """Two epochs of one step on DARTS' space (3 cells of 2 channels, 32 digits): the alphas
-  move and a genotype of the config's ops is written (SDARTS: the 7 ops without none)."""
+  move and a genotype of the config's ops is written (SDARTS: the 7 ops without none); GDAS
+  runs its one-op supernet; DrNAS' warm-up (1 epoch here) keeps the first epoch's alphas at
+  their initial values."""
   import importlib
   import json
 
@@ -455,10 +545,18 @@ def test_darts_space_method_config_searches(name, tmp_path):
   config = override(module.get_config(), **{
       "data.name": "digits", "data.num_train": 32, "augment": False, "model.channels": 2,
       "model.layers": 3, "epochs": 2, "batch_size": 16, "alpha_learning_rate": 3e-2,
-      "progress_bar": False, "eval_examples": 16, "seed": 0})
+      "progress_bar": False, "eval_examples": 16, "seed": 0,
+      **({"alpha_warmup_epochs": 1} if name == "cifar_drnas" else {}),
+      **({"alpha_learning_rate": 3.0} if name == "cifar_snas" else {})})  # plain SGD
   cnn_search.train_and_evaluate(config, str(tmp_path))
   alphas = np.load(tmp_path / "alphas.npz")
-  ops = spaces.get(config.search_space).ops
+  space = spaces.get(config.search_space)
+  ops = space.ops
   assert alphas["normal"].shape == (14, len(ops)) and np.abs(alphas["normal"]).max() > 0.01
+  if name == "cifar_drnas":
+    initial = jax.nn.softmax(space.init_alphas(jax.random.PRNGKey(0))["normal"], axis=-1)
+    per_epoch = alphas["softmax_normal_per_epoch"]
+    np.testing.assert_array_equal(per_epoch[0], np.asarray(initial, np.float32))
+    assert not np.allclose(per_epoch[1], per_epoch[0], rtol=0, atol=1e-4)
   genotype = json.loads((tmp_path / "genotype.json").read_text())
   assert {op for op, _ in genotype["normal"] + genotype["reduce"]} <= set(ops) - {"none"}

@@ -118,7 +118,11 @@ def test_a_missing_field_and_an_unknown_one_are_named():
     ("nb201_sdarts_rs", {"hypergradient.method": "single_level"},
      "one step for weights and alphas"),
     ("nb201_search", {"aux_skip_beta": 0.5}, "option of --config.relaxation=darts_minus"),
-    ("cifar_search", {"relaxation": "gumbel_hard"}, "only the NAS-Bench-201 supernet"),
+    ("cifar_search", {"relaxation": "gumbel_hard"}, None),  # GDAS on the DARTS space
+    ("ptb_search", {"relaxation": "gumbel_hard"}, "the recurrent cell does not"),
+    ("cifar_drnas", {"alpha_warmup_epochs": 50}, "leaves no epoch of the 50"),
+    ("cifar_drnas", {"alpha_warmup_epochs": 49}, None),
+    ("cifar_fair_darts", {"alpha_optimizer": "sgd"}, "alpha_b1 is Adam's"),
 ])
 def test_conditions_between_fields(name, changes, words):
   config = load(name)

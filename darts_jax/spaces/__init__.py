@@ -31,7 +31,8 @@ class SearchSpace(NamedTuple):
   build: Callable[[Any, int], Any]  # (config, num_classes) -> Flax supernet
   init: Callable[[Any, int, tuple], tuple]  # (model, seed, image shape) -> (weights, BN stats)
   init_alphas: Callable[[Any], dict]  # key -> {name: (edges, ops)}
-  derive: Callable[[dict], Any]  # alphas -> genotype (with to_json() and a readable str())
+  # (alphas, relaxation name) -> genotype (with to_json() and a readable str())
+  derive: Callable[[dict, str], Any]
   draw: Callable[[Any, str], list]  # (genotype, workdir) -> the pictures written
   ops: tuple  # the alpha columns
   edges: tuple  # the alpha rows, "i<-j"
@@ -41,10 +42,17 @@ def _build_darts(config, num_classes, primitives=PRIMITIVES):
   return supernet.SearchNetwork(channels=config.model.channels, layers=config.model.layers,
                                 num_classes=num_classes, remat=config.model.remat,
                                 relax=relaxations.build(config, primitives),
-                                dtype=config.model.dtype, primitives=primitives)
+                                dtype=config.model.dtype, primitives=primitives,
+                                one_op=config.relaxation in relaxations.ONE_OP)
 
 
 WITHOUT_NONE = tuple(op for op in PRIMITIVES if op != "none")
+
+
+def _scores(relaxation):
+  """What the DARTS rule ranks: FairDARTS' sigmoids, else softmax(alpha) (DrNAS' release ranks
+  softmax(alpha) too, docs/releases/drnas_sdarts.md)."""
+  return "sigmoid" if relaxation == "sigmoid" else "softmax"
 
 
 def _draw_darts(genotype, workdir):
@@ -74,19 +82,23 @@ def _draw_nb201(genotype, workdir):
 SPACES = {
     "darts": SearchSpace(
         build=_build_darts, init=supernet.init_supernet, init_alphas=supernet.init_alphas,
-        derive=lambda alphas: derive_genotype(alphas["normal"], alphas["reduce"]),
+        derive=lambda alphas, relaxation="softmax": derive_genotype(
+            alphas["normal"], alphas["reduce"], scores=_scores(relaxation)),
         draw=_draw_darts, ops=PRIMITIVES,
         edges=tuple(f"{i}<-{j}" for i in range(STEPS) for j in range(2 + i))),
     "darts_without_none": SearchSpace(
         build=functools.partial(_build_darts, primitives=WITHOUT_NONE),
         init=supernet.init_supernet,
         init_alphas=functools.partial(supernet.init_alphas, primitives=WITHOUT_NONE),
-        derive=lambda alphas: derive_genotype(alphas["normal"], alphas["reduce"], WITHOUT_NONE),
+        derive=lambda alphas, relaxation="softmax": derive_genotype(
+            alphas["normal"], alphas["reduce"], WITHOUT_NONE, _scores(relaxation)),
         draw=_draw_darts, ops=WITHOUT_NONE,
         edges=tuple(f"{i}<-{j}" for i in range(STEPS) for j in range(2 + i))),
     "nas_bench_201": SearchSpace(
         build=_build_nb201, init=nas_bench_201.init_supernet,
-        init_alphas=nas_bench_201.init_alphas, derive=nas_bench_201.derive_genotype,
+        init_alphas=nas_bench_201.init_alphas,
+        # The argmax per edge: the same for every relaxation's (monotone) scores.
+        derive=lambda alphas, relaxation="softmax": nas_bench_201.derive_genotype(alphas),
         draw=_draw_nb201, ops=nas_bench_201.OPS,
         edges=tuple(f"{i}<-{j}" for i, j in nas_bench_201.EDGES)),
 }

@@ -125,7 +125,7 @@ def make_optimizers(config, steps_per_epoch: int) -> bilevel.BilevelOptimizers:
       weight_decay=config.weight_decay, grad_clip=config.grad_clip,
       alpha_lr=config.alpha_learning_rate, alpha_weight_decay=config.alpha_weight_decay,
       alpha_optimizer=config.get("alpha_optimizer", "adam"),
-      alpha_grad_clip=config.get("alpha_grad_clip", 0.0))
+      alpha_grad_clip=config.get("alpha_grad_clip", 0.0), alpha_b1=config.get("alpha_b1", 0.5))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -188,6 +188,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       config.regulariser), weight_loss_fn=weight_loss_fn,
       **bilevel.hypergradient_options(config.hypergradient))
 
+  warmup = config.get("alpha_warmup_epochs", 0)
+
   def prepare(key, batch):
     images = batch["images"]
     if config.augment:
@@ -200,9 +202,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     k_train, k_val = jax.random.split(key)
     train_batch = prepare(k_train, train_batch)
     val_batch = train_batch if single else prepare(k_val, val_batch)  # single: not read
+    epoch = step // steps_per_epoch
+    # DrNAS, PC-DARTS: the first alpha_warmup_epochs train the weights alone.
+    update_alphas = epoch >= warmup if warmup else True
     return search_step(state, train_batch, val_batch,
                        jax.random.fold_in(key, 2),  # the relaxation's keys
-                       epoch=step // steps_per_epoch)
+                       epoch=epoch, update_alphas=update_alphas)
 
   def eval_step(state, batch, mask):
     images = augment.normalise(batch["images"], dataset.mean, dataset.std)
@@ -271,7 +276,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     del step, ckpt
     val_loss, val_accuracy = evaluate(eval_step, state, alpha_half, config.batch_size,
                                       config.eval_examples, shard)
-    genotypes = [space.derive(a) for a in seed_alphas(state.alphas)]
+    genotypes = [space.derive(a, config.relaxation) for a in seed_alphas(state.alphas)]
     for kind in history:
       history[kind].append(np.asarray(jax.nn.softmax(state.alphas[kind], axis=-1)))
     if parallel.is_primary():
@@ -327,7 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       config, workdir, state, steps_per_epoch=steps_per_epoch, train_step=train_step,
       end_of_epoch=end_of_epoch, resume=resume, record=record, on_open=on_open)
 
-  genotypes = [space.derive(a) for a in seed_alphas(state.alphas)]
+  genotypes = [space.derive(a, config.relaxation) for a in seed_alphas(state.alphas)]
   pictures = []
   if parallel.is_primary():
     for i, (folder, genotype) in enumerate(zip(folders, genotypes)):

@@ -284,6 +284,8 @@ SCHEMAS = {
         "perturbation_epsilon": Real(0, 1, low_open=True, optional=True),  # its eps_max (0.3)
         "alpha_optimizer": Choice(("adam", "sgd"), optional=True),  # absent: adam (DARTS)
         "alpha_grad_clip": NON_NEGATIVE_OPTIONAL,  # the alphas' global-norm clip; 0: none
+        "alpha_b1": Real(0, 1, high_open=True, optional=True),  # Adam's beta1 (DARTS: 0.5)
+        "alpha_warmup_epochs": Int(0, optional=True),  # epochs of weight steps alone (DrNAS)
         "regulariser.name": Choice(_regularisers),
         "regulariser.scale": NON_NEGATIVE,
         "regulariser.ramp_epochs": Int(1, optional=True),  # beta_decay's lambda ramp (100)
@@ -417,13 +419,18 @@ def _options_of_their_method(config):
   if single and config.task != "cnn_search":
     return ("--config.hypergradient.method=single_level (SNAS) is a mode of the CNN search "
             "only so far: use exact, finite_difference or first_order.")
+  if "alpha_warmup_epochs" in config and config.alpha_warmup_epochs >= config.epochs:
+    return (f"--config.alpha_warmup_epochs={config.alpha_warmup_epochs} leaves no epoch of the "
+            f"{config.epochs} to update the alphas: lower it below --config.epochs.")
+  if "alpha_b1" in config and config.get("alpha_optimizer", "adam") != "adam":
+    return (f"--config.alpha_b1 is Adam's, and --config.alpha_optimizer="
+            f"{config.alpha_optimizer}: remove it.")
   if single and config.get("weight_perturbation", "none") != "none":
     return ("--config.weight_perturbation (SDARTS) perturbs a weight step of its own, and "
             "method=single_level has one step for weights and alphas: choose one of them.")
-  if config.get("relaxation") == "gumbel_hard" and (
-      config.task != "cnn_search" or config.search_space != "nas_bench_201"):
-    return ("--config.relaxation=gumbel_hard (GDAS) computes one op per edge, which only the "
-            "NAS-Bench-201 supernet does so far: use --config.search_space=nas_bench_201.")
+  if config.get("relaxation") == "gumbel_hard" and config.task != "cnn_search":
+    return ("--config.relaxation=gumbel_hard (GDAS) computes one op per edge, which the CNN "
+            "supernets do and the recurrent cell does not: choose another relaxation.")
   return None
 
 

@@ -119,8 +119,15 @@ def _softmax(x):
   return e / e.sum(axis=-1, keepdims=True)
 
 
-def _derive_cell(alpha, primitives=PRIMITIVES) -> tuple[tuple[str, int], ...]:
-  weights = _softmax(np.asarray(alpha, dtype=np.float64))
+def _sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+SCORES = {"softmax": _softmax, "sigmoid": _sigmoid}
+
+
+def _derive_cell(alpha, primitives=PRIMITIVES, scores="softmax") -> tuple[tuple[str, int], ...]:
+  weights = SCORES[scores](np.asarray(alpha, dtype=np.float64))
   if weights.shape != (NUM_EDGES, len(primitives)):
     raise ValueError(f"alphas must have shape ({NUM_EDGES}, {len(primitives)}), got "
                      f"{weights.shape}.")
@@ -138,18 +145,22 @@ def _derive_cell(alpha, primitives=PRIMITIVES) -> tuple[tuple[str, int], ...]:
   return tuple(gene)
 
 
-def derive_genotype(alphas_normal, alphas_reduce, primitives=PRIMITIVES) -> Genotype:
+def derive_genotype(alphas_normal, alphas_reduce, primitives=PRIMITIVES,
+                    scores="softmax") -> Genotype:
   """The official derivation rule on softmax(alphas) (docs/reference.md, "CNN genotype
   derivation").
 
   Per node, keep the 2 incoming edges whose strongest non-`none` weight is largest (ties to
   the lower input index), listed strongest first as the official code does; on each kept edge
   take the strongest non-`none` op (ties to the first). `none` stays in the softmax.
-  `primitives`: the alpha columns (DARTS' 8; without `none`, every op competes).
+  `primitives`: the alpha columns (DARTS' 8; without `none`, every op competes). `scores`:
+  the weights the rule ranks, "softmax" (DARTS) or "sigmoid" (FairDARTS' independent
+  sigmoid(alpha), xiaomi-automl/FairDARTS, fairdarts/utils.py `parse`: within an edge the
+  same op, across edges a different ranking).
   """
   concat = tuple(range(2, 2 + STEPS))
-  return Genotype(_derive_cell(alphas_normal, primitives), concat,
-                  _derive_cell(alphas_reduce, primitives), concat)
+  return Genotype(_derive_cell(alphas_normal, primitives, scores), concat,
+                  _derive_cell(alphas_reduce, primitives, scores), concat)
 
 
 def genotype_from_name_or_file(spec: str) -> Genotype:

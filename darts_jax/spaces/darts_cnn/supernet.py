@@ -126,6 +126,56 @@ def mixed_edge(x, mix, params, stats, *, stride, impl, train, slots: OpSlots):
   return jnp.einsum("nhwkc,k->nhwc", outputs, mix), new
 
 
+def one_op_edge(x, mix, params, stats, *, stride, impl, train, slots: OpSlots):
+  """GDAS' edge: only the op `k = argmax(mix)` is computed, `mix[k] * op_k(x)`
+  (AutoDL-Projects, search_cells.py, `MixedOp.forward_gdas`; unlike the release's
+  NAS-Bench-201 cell, the DARTS-space edge adds none of the other weights, so they get no
+  gradient). Only op k's BN statistics move. The arguments and returns are `mixed_edge`'s.
+  """
+  relu_x = jax.nn.relu(x)
+  conv = lambda *args: checkpoint_name(ops.separable(*args, impl), "conv")
+
+  def bn_row(y, name, i, current):  # op i's row of the stacked BN `name`; other rows kept
+    row = {m: current[name][m][i:i + 1] for m in ("mean", "var")}
+    y, (mean, var) = ops.batch_norm(y[..., None, :], row["mean"], row["var"], train=train,
+                                    feature_ndim=2)
+    moved = {m: current[name][m].at[i].set(v[0]) for m, v in (("mean", mean), ("var", var))}
+    return y[..., 0, :], {**current, name: moved}
+
+  def branch(op):
+    if op == "none":
+      return lambda: (jnp.zeros_like(x[:, ::stride, ::stride]), stats)
+    if op == "skip_connect" and stride == 1:
+      return lambda: (x, stats)
+    if op == "skip_connect":
+      def reduce():
+        y, moved = _bn(ops.factorized_reduce_convs(x, params["skip_conv1"],
+                                                   params["skip_conv2"]), stats["skip_bn"], train)
+        return y, {**stats, "skip_bn": moved}
+      return reduce
+    if op in _POOLS:
+      return lambda: bn_row(_POOLS[op](x, stride), "bn1", slots.first.index(op), stats)
+
+    def separable():
+      dilation = _CONV_OPS[op][1]
+      y, new = bn_row(conv(relu_x, params[f"{op}_dw1"], params[f"{op}_pw1"], stride, dilation),
+                      "bn1", slots.first.index(op), stats)
+      if op in slots.second:
+        y, new = bn_row(conv(jax.nn.relu(y), params[f"{op}_dw2"], params[f"{op}_pw2"], 1,
+                             dilation), "bn2", slots.second.index(op), new)
+      return y, new
+    return separable
+
+  # The alpha columns in order: `slots.columns` are the ops that produce an output, the
+  # remaining column (if any) is `none`.
+  ops_by_column = ["none"] * mix.shape[-1]
+  for op, column in zip(slots.mixed, slots.columns):
+    ops_by_column[column] = op
+  k = jnp.argmax(mix)
+  y, new = lax.switch(k, [branch(op) for op in ops_by_column])
+  return mix[k] * y, new
+
+
 def _bn(x, stats, train):
   y, (mean, var) = ops.batch_norm(x, stats["mean"], stats["var"], train=train,
                                   feature_ndim=x.ndim - 3)
@@ -191,6 +241,7 @@ class SearchCell(nn.Module):
   edge_loop: str
   remat: str
   slots: OpSlots
+  one_op: bool = False
 
   @nn.compact
   def __call__(self, s0, s1, mix, train: bool):
@@ -221,7 +272,8 @@ class SearchCell(nn.Module):
     read = np.array([j for _, j in edges])
     write = np.array([i for i, _ in edges])
     edge_fn = lambda stride: _remat(functools.partial(
-        mixed_edge, stride=stride, impl=self.impl, train=train, slots=self.slots), self.remat)
+        one_op_edge if self.one_op else mixed_edge, stride=stride, impl=self.impl, train=train,
+        slots=self.slots), self.remat)
 
     if not self.reduction:
       states = jnp.stack([s0, s1] + [jnp.zeros_like(s1)] * STEPS)
@@ -297,6 +349,8 @@ class SearchNetwork(nn.Module):
     dtype: the compute dtype, "float32" or "bfloat16" (`ops.COMPUTE_DTYPES`); parameters,
       alphas, BN statistics and the returned logits stay float32. None (default) computes in
       the images' dtype. bfloat16 is meant for GPU/TPU, which have bfloat16 matrix units.
+    one_op: compute only each edge's argmax op (`one_op_edge`), for relaxations whose mixing
+      weights are one-hot in value (GDAS' `relaxations.gumbel_hard`).
   """
 
   channels: int = 16
@@ -309,6 +363,7 @@ class SearchNetwork(nn.Module):
   primitives: tuple = PRIMITIVES
   relax: Callable = relaxations.softmax
   dtype: Any = None
+  one_op: bool = False
 
   @nn.compact
   def __call__(self, images, alphas, train: bool = True, relax_key=None, epoch=0):
@@ -341,7 +396,7 @@ class SearchNetwork(nn.Module):
       reduction = i in reduction_cells(self.layers)
       c = c * 2 if reduction else c
       cell = SearchCell(c, reduction, reduction_prev, impl, edge_loop, self.remat, slots,
-                        name=f"cell_{i}")
+                        self.one_op, name=f"cell_{i}")
       s0, s1 = s1, cell(s0, s1, mix["reduce" if reduction else "normal"], train)
       reduction_prev = reduction
 
