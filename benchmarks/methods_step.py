@@ -2,10 +2,12 @@
 
     python benchmarks/methods_step.py                        # every NAS-Bench-201 method config
     python benchmarks/methods_step.py --configs nb201_search:first_order,nb201_gdas --steps 2
+    python benchmarks/methods_step.py --space darts --out benchmarks/results/methods_step_darts.json
 
 Each method as its config builds it (`configs/nb201_<method>.py`: the relaxation, regulariser
 and weight-step perturbation, through `cnn_search`'s own builders), at NAS-Bench-201's size
-(C=16, 3 stages of 5 cells, 32x32, 10 classes, batch 64) with the config's hypergradient
+(C=16, 3 stages of 5 cells, 32x32, 10 classes, batch 64; `--space darts`: DARTS' space,
+the configs' own cells and channels, 32x32, batch 64) with the config's hypergradient
 (first order for every release; `config:method` sets another), jitted with the state donated, each in a fresh process (its
 own compile and peak RSS); median of `--steps` after one. Results:
 benchmarks/results/methods_step.json and a markdown table on stdout.
@@ -23,8 +25,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import measure_in_subprocess, write_results  # noqa: E402
 
-CONFIGS = ("nb201_search:first_order", "nb201_search", "nb201_gdas", "nb201_drnas", "nb201_fair_darts", "nb201_beta_darts",
-           "nb201_sdarts_rs", "nb201_sdarts_adv", "nb201_darts_minus")
+CONFIGS = ("nb201_search:first_order", "nb201_search", "nb201_gdas", "nb201_snas", "nb201_drnas",
+           "nb201_fair_darts", "nb201_beta_darts", "nb201_sdarts_rs", "nb201_sdarts_adv",
+           "nb201_darts_minus")
+# `--space darts`: the DARTS-space configs at their own sizes (GDAS' 6 cells; `@layers=8`
+# measures it at DARTS' 8 too).
+DARTS_CONFIGS = ("cifar_search:first_order", "cifar_gdas", "cifar_gdas@layers=8", "cifar_snas",
+                 "cifar_drnas", "cifar_fair_darts", "cifar_beta_darts", "cifar_sdarts_rs",
+                 "cifar_sdarts_adv", "cifar_darts_minus")
+BASELINES = ("nb201_search:first_order", "cifar_search:first_order")
 
 
 def run_one(args):
@@ -38,10 +47,13 @@ def run_one(args):
   from darts_jax import bilevel, regularisers, spaces
   from darts_jax.train import cnn_search
 
-  name, _, method = args.config.partition(":")  # "config:method" sets the hypergradient
+  spec, _, layers = args.config.partition("@layers=")  # "config@layers=N": N cells
+  name, _, method = spec.partition(":")  # "config:method" sets the hypergradient
   config = importlib.import_module(f"configs.{name}").get_config()
   if method:
     config.hypergradient.method = method
+  if layers:
+    config.model.layers = int(layers)
   space = spaces.get(config.search_space)
   model = space.build(config, 10)
   weights, stats = space.init(model, 0, (32, 32, 3))
@@ -76,7 +88,8 @@ def run_one(args):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--configs", default=",".join(CONFIGS))
+  parser.add_argument("--configs", default=None, help="default: every config of --space")
+  parser.add_argument("--space", choices=("nas_bench_201", "darts"), default="nas_bench_201")
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--steps", type=int, default=2)
   parser.add_argument("--out", default="benchmarks/results/methods_step.json")
@@ -85,15 +98,15 @@ def main():
   args = parser.parse_args()
   if args.one:
     return run_one(args)
+  configs = args.configs or ",".join(CONFIGS if args.space == "nas_bench_201" else DARTS_CONFIGS)
   rows = []
-  for name in args.configs.split(","):
+  for name in configs.split(","):
     row = measure_in_subprocess([__file__, "--one", "--config", name, "--batch",
                                  str(args.batch), "--steps", str(args.steps)], config=name)
     print(json.dumps(row), flush=True)
     rows.append(row)
     write_results(args.out, "methods_step", rows)
-  base = next((r["step_s"] for r in rows if r["config"] == "nb201_search:first_order"
-               and "step_s" in r), None)
+  base = next((r["step_s"] for r in rows if r["config"] in BASELINES and "step_s" in r), None)
   print("| config | hypergradient | compile (s) | step (s) | vs DARTS first order | "
         "peak RSS (GB) |")
   print("| --- | --- | --- | --- | --- | --- |")
