@@ -123,6 +123,9 @@ def test_a_missing_field_and_an_unknown_one_are_named():
     ("cifar_drnas", {"alpha_warmup_epochs": 50}, "leaves no epoch of the 50"),
     ("cifar_drnas", {"alpha_warmup_epochs": 49}, None),
     ("cifar_fair_darts", {"alpha_optimizer": "sgd"}, "alpha_b1 is Adam's"),
+    ("cifar_search", {"model.partial_channels": 4}, None),
+    ("cifar_search", {"model.partial_channels": 3}, "must divide --config.model.channels=16"),
+    ("nb201_search", {"model.partial_channels": 2}, "DARTS' supernet only"),
 ])
 def test_conditions_between_fields(name, changes, words):
   config = load(name)

@@ -43,7 +43,8 @@ def _build_darts(config, num_classes, primitives=PRIMITIVES):
                                 num_classes=num_classes, remat=config.model.remat,
                                 relax=relaxations.build(config, primitives),
                                 dtype=config.model.dtype, primitives=primitives,
-                                one_op=config.relaxation in relaxations.ONE_OP)
+                                one_op=config.relaxation in relaxations.ONE_OP,
+                                partial_channels=config.model.get("partial_channels", 1))
 
 
 WITHOUT_NONE = tuple(op for op in PRIMITIVES if op != "none")

@@ -298,6 +298,7 @@ SCHEMAS = {
         "model.layers": Int(1, optional=True),  # the DARTS space
         "model.cells_per_stage": Int(1, optional=True),  # NAS-Bench-201
         "model.track_running_stats": Bool(optional=True),  # NAS-Bench-201's cells' BN
+        "model.partial_channels": Int(1, optional=True),  # PC-DARTS' k (DARTS' space); 1: none
         "model.remat": Choice(_remat_policies),
         "model.dtype": Choice(_compute_dtypes),
         "learning_rate_min": NON_NEGATIVE,
@@ -385,6 +386,19 @@ def _space_has_its_size(config):
   return None
 
 
+def _partial_channels(config):
+  k = config.get("model", {}).get("partial_channels", 1) if config.task == "cnn_search" else 1
+  if k == 1:
+    return None
+  if config.search_space == "nas_bench_201":
+    return ("--config.model.partial_channels (PC-DARTS) is built into DARTS' supernet only so "
+            "far: use --config.search_space=darts or darts_without_none, or remove it.")
+  if config.model.channels % k:
+    return (f"--config.model.partial_channels={k} must divide --config.model.channels="
+            f"{config.model.channels} (each op sees channels / partial_channels).")
+  return None
+
+
 def _cell_bn_of_nb201(config):
   if config.task == "cnn_search" and config.search_space != "nas_bench_201" and \
       "track_running_stats" in config.model:
@@ -435,7 +449,8 @@ def _options_of_their_method(config):
 
 
 RELATIONS = (_min_below_max, _finite_difference_unrolls_once, _tied_embedding,
-             _space_has_its_size, _cell_bn_of_nb201, _options_of_their_method)
+             _space_has_its_size, _cell_bn_of_nb201, _partial_channels,
+             _options_of_their_method)
 
 
 # --- The check ----------------------------------------------------------------------------------

@@ -176,6 +176,27 @@ def one_op_edge(x, mix, params, stats, *, stride, impl, train, slots: OpSlots):
   return mix[k] * y, new
 
 
+def channel_shuffle(x, groups: int):
+  """PC-DARTS' channel shuffle on NHWC: the channels as (groups, C / groups), transposed, so
+  channel `g * (C / groups) + i` moves to `i * groups + g` (yuhuixu1993/PC-DARTS,
+  model_search.py `channel_shuffle`, on NCHW)."""
+  *lead, c = x.shape
+  return x.reshape(*lead, groups, c // groups).swapaxes(-1, -2).reshape(*lead, c)
+
+
+def partial_channel_edge(edge_fn, x, mix, params, stats, *, k: int, stride: int, **options):
+  """PC-DARTS' partial-channel edge: `edge_fn` (a mixed edge) on the first C/k channels of x,
+  the other channels passed by (max-pooled 2x2 at stride 2), the two concatenated in that
+  order and channel-shuffled in k groups (PC-DARTS, model_search.py `MixedOp.forward`). The
+  arguments are `mixed_edge`'s, the edge's weights and statistics of C/k channels."""
+  c = x.shape[-1]
+  y, new = edge_fn(x[..., :c // k], mix, params, stats, stride=stride, **options)
+  bypass = x[..., c // k:]
+  if stride == 2:
+    bypass = lax.reduce_window(bypass, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+  return channel_shuffle(jnp.concatenate([y, bypass.astype(y.dtype)], axis=-1), k), new
+
+
 def _bn(x, stats, train):
   y, (mean, var) = ops.batch_norm(x, stats["mean"], stats["var"], train=train,
                                   feature_ndim=x.ndim - 3)
@@ -242,6 +263,7 @@ class SearchCell(nn.Module):
   remat: str
   slots: OpSlots
   one_op: bool = False
+  partial_channels: int = 1
 
   @nn.compact
   def __call__(self, s0, s1, mix, train: bool):
@@ -251,7 +273,7 @@ class SearchCell(nn.Module):
       s0 = ReLUConvBN1x1(self.features, name="preprocess0")(s0, train)
     s1 = ReLUConvBN1x1(self.features, name="preprocess1")(s1, train)
 
-    c = self.features
+    c = self.features // self.partial_channels  # the channels the ops see (PC-DARTS: C/k)
     params = {}
     for op in self.slots.first:
       if op not in _CONV_OPS:
@@ -271,9 +293,11 @@ class SearchCell(nn.Module):
     unroll = self.edge_loop == "unroll"
     read = np.array([j for _, j in edges])
     write = np.array([i for i, _ in edges])
+    edge = one_op_edge if self.one_op else mixed_edge
+    if self.partial_channels > 1:
+      edge = functools.partial(partial_channel_edge, edge, k=self.partial_channels)
     edge_fn = lambda stride: _remat(functools.partial(
-        one_op_edge if self.one_op else mixed_edge, stride=stride, impl=self.impl, train=train,
-        slots=self.slots), self.remat)
+        edge, stride=stride, impl=self.impl, train=train, slots=self.slots), self.remat)
 
     if not self.reduction:
       states = jnp.stack([s0, s1] + [jnp.zeros_like(s1)] * STEPS)
@@ -290,7 +314,8 @@ class SearchCell(nn.Module):
         variables["skip_bn"] = stat("skip_bn", (len(inputs), c))
         skip_stats = {"skip_bn": jax.tree.map(lambda v: v.value, variables["skip_bn"])}
       take = lambda tree, rows: jax.tree.map(lambda a: a[rows], tree)
-      nodes = jnp.zeros((STEPS, s0.shape[0], s0.shape[1] // 2, s0.shape[2] // 2, c), s0.dtype)
+      nodes = jnp.zeros((STEPS, s0.shape[0], s0.shape[1] // 2, s0.shape[2] // 2,
+                         self.features), s0.dtype)
       nodes, new_inputs = _scan_edges(
           edge_fn(2), nodes, jnp.stack([s0, s1]), read[inputs], write[inputs],
           (mix[inputs], {**take(params, inputs), **skip}, {**take(stats, inputs), **skip_stats}),
@@ -351,6 +376,8 @@ class SearchNetwork(nn.Module):
       the images' dtype. bfloat16 is meant for GPU/TPU, which have bfloat16 matrix units.
     one_op: compute only each edge's argmax op (`one_op_edge`), for relaxations whose mixing
       weights are one-hot in value (GDAS' `relaxations.gumbel_hard`).
+    partial_channels: k; each mixed op sees 1/k of its input's channels, the rest pass by
+      (PC-DARTS, `partial_channel_edge`; its release's k = 4). 1: every channel (DARTS).
   """
 
   channels: int = 16
@@ -364,6 +391,7 @@ class SearchNetwork(nn.Module):
   relax: Callable = relaxations.softmax
   dtype: Any = None
   one_op: bool = False
+  partial_channels: int = 1
 
   @nn.compact
   def __call__(self, images, alphas, train: bool = True, relax_key=None, epoch=0):
@@ -378,6 +406,10 @@ class SearchNetwork(nn.Module):
       raise ValueError(f"Unknown depthwise impl {impl!r}; expected one of {ops.DEPTHWISE_IMPLS}.")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"Unknown remat {self.remat!r}; expected one of {REMAT_POLICIES}.")
+    k = self.partial_channels
+    if k < 1 or self.channels % k:  # then it divides every stage's 2^s C, each reduction
+      # cell's C/k even, as its stride-2 skip (two convs of half the channels) needs
+      raise ValueError(f"partial_channels={k} must divide channels={self.channels}.")
     if self.dtype is not None:
       images = images.astype(ops.compute_dtype(self.dtype))
     # The mixing weights follow the activations' dtype, whatever precision alphas are kept in
@@ -396,7 +428,7 @@ class SearchNetwork(nn.Module):
       reduction = i in reduction_cells(self.layers)
       c = c * 2 if reduction else c
       cell = SearchCell(c, reduction, reduction_prev, impl, edge_loop, self.remat, slots,
-                        self.one_op, name=f"cell_{i}")
+                        self.one_op, self.partial_channels, name=f"cell_{i}")
       s0, s1 = s1, cell(s0, s1, mix["reduce" if reduction else "normal"], train)
       reduction_prev = reduction
 
