@@ -21,9 +21,13 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma, gammaln
 
+from darts_jax.relaxations import op_alphas
+
 
 def _rows(alphas):
-  """Every alpha array's rows stacked, (all edges, ops), in sorted-name order."""
+  """Every op alpha array's rows stacked, (all edges, ops), in sorted-name order (PC-DARTS'
+  edge parameters left out, `relaxations.op_alphas`)."""
+  alphas = op_alphas(alphas)
   return jnp.concatenate([alphas[k] for k in sorted(alphas)], axis=0)
 
 

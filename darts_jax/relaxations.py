@@ -175,8 +175,15 @@ def build(config, primitives) -> Callable:
   return relax
 
 
+def op_alphas(alphas: dict) -> dict:
+  """The alpha arrays that weigh ops, `{name: (edges, ops)}`: all of `alphas` but PC-DARTS'
+  edge parameters (`name_edges`, (edges,), which no relaxation or op regulariser reads)."""
+  return {name: a for name, a in alphas.items() if not name.endswith("_edges")}
+
+
 def relax_all(relax: Callable, alphas: dict, key=None, epoch=0) -> dict:
-  """`relax` applied to each alpha array of `alphas` ({name: (edges, ops)}), each with its
-  own key folded from `key` (None stays None) and the same `epoch`."""
+  """`relax` applied to each op alpha array of `alphas` (`op_alphas`: {name: (edges, ops)}),
+  each with its own key folded from `key` (None stays None) and the same `epoch`."""
+  alphas = op_alphas(alphas)
   keys = (None,) * len(alphas) if key is None else jax.random.split(key, len(alphas))
   return {name: relax(alphas[name], k, epoch) for name, k in zip(sorted(alphas), keys)}

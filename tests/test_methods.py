@@ -524,7 +524,7 @@ def test_stochastic_method_resumes_bit_for_bit(name, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", [
-    "cifar_sdarts_adv", "cifar_darts_minus", "cifar_gdas", "cifar_drnas",
+    "cifar_sdarts_adv", "cifar_darts_minus", "cifar_gdas", "cifar_drnas", "cifar_pc_darts",
     pytest.param("cifar_sdarts_rs", marks=pytest.mark.slow),
     pytest.param("cifar_beta_darts", marks=pytest.mark.slow),
     pytest.param("cifar_snas", marks=pytest.mark.slow),
@@ -533,7 +533,7 @@ def test_darts_space_method_config_searches(name, tmp_path):
   """Two epochs of one step on DARTS' space (3 cells of 2 channels, 32 digits): the alphas
   move and a genotype of the config's ops is written (SDARTS: the 7 ops without none); GDAS
   runs its one-op supernet; DrNAS' warm-up (1 epoch here) keeps the first epoch's alphas at
-  their initial values."""
+  their initial values; PC-DARTS' edge parameters move too (alphas.npz)."""
   import importlib
   import json
 
@@ -546,14 +546,17 @@ def test_darts_space_method_config_searches(name, tmp_path):
       "data.name": "digits", "data.num_train": 32, "augment": False, "model.channels": 2,
       "model.layers": 3, "epochs": 2, "batch_size": 16, "alpha_learning_rate": 3e-2,
       "progress_bar": False, "eval_examples": 16, "seed": 0,
-      **({"alpha_warmup_epochs": 1} if name == "cifar_drnas" else {}),
+      **({"alpha_warmup_epochs": 1} if name in ("cifar_drnas", "cifar_pc_darts") else {}),
+      **({"model.channels": 4} if name == "cifar_pc_darts" else {}),  # k = 4: 1 per op
       **({"alpha_learning_rate": 3.0} if name == "cifar_snas" else {})})  # plain SGD
   cnn_search.train_and_evaluate(config, str(tmp_path))
   alphas = np.load(tmp_path / "alphas.npz")
   space = spaces.get(config.search_space)
   ops = space.ops
   assert alphas["normal"].shape == (14, len(ops)) and np.abs(alphas["normal"]).max() > 0.01
-  if name == "cifar_drnas":
+  if name == "cifar_pc_darts":
+    assert alphas["normal_edges"].shape == (14,) and np.abs(alphas["normal_edges"]).max() > 0.01
+  if name in ("cifar_drnas", "cifar_pc_darts"):
     initial = jax.nn.softmax(space.init_alphas(jax.random.PRNGKey(0))["normal"], axis=-1)
     per_epoch = alphas["softmax_normal_per_epoch"]
     np.testing.assert_array_equal(per_epoch[0], np.asarray(initial, np.float32))

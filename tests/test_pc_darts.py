@@ -71,3 +71,74 @@ def test_partial_channel_supernet_has_weights_of_c_over_k_channels():
   with pytest.raises(ValueError, match="partial_channels=3 must divide channels=4"):
     supernet.SearchNetwork(channels=4, layers=3, partial_channels=3).init(
         jax.random.PRNGKey(0), images, alphas)
+
+
+def test_node_softmax_normalises_each_nodes_inputs():
+  betas = jnp.asarray(np.random.default_rng(3).normal(size=14))
+  w = np.asarray(supernet.node_softmax(betas))
+  start = 0
+  for node in range(4):
+    rows = slice(start, start + 2 + node)
+    e = np.exp(np.asarray(betas[rows]))
+    np.testing.assert_allclose(w[rows], e / e.sum(), rtol=1e-6)
+    start += 2 + node
+
+
+def test_edge_normalisation_scales_each_edge_as_its_mix_would():
+  """Without partial channels a mixed edge is linear in its mix, so the supernet with edge
+  weights w (PC-DARTS) equals the supernet without them given mix * w, in value and in the
+  gradient of the edge parameters (float64; the mixes as given, no relaxation)."""
+  from darts_jax.train.cnn_search import _given
+  with jax.enable_x64(True):
+    kw = dict(channels=2, layers=3, impl="dense", relax=_given)
+    model = supernet.SearchNetwork(edge_normalisation=True, **kw)
+    plain = supernet.SearchNetwork(**kw)
+    weights, stats = supernet.init_supernet(model, seed=0, image_shape=(8, 8, 3))
+    weights, stats = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), (weights, stats))
+    rng = np.random.default_rng(4)
+    mix = {k: jnp.asarray(rng.dirichlet(np.ones(8), size=14)) for k in ("normal", "reduce")}
+    betas = {k: jnp.asarray(rng.normal(size=14)) for k in ("normal_edges", "reduce_edges")}
+    images = jnp.asarray(rng.normal(size=(2, 8, 8, 3)))
+    g = jnp.asarray(rng.normal(size=(2, 10)))
+
+    def with_edges(betas):
+      logits, _ = model.apply({"params": weights, "batch_stats": stats}, images,
+                              {**mix, **betas}, train=True, mutable=["batch_stats"])
+      return jnp.sum(g * logits)
+
+    def folded(betas):
+      scaled = {k: mix[k] * supernet.node_softmax(betas[k + "_edges"])[:, None] for k in mix}
+      logits, _ = plain.apply({"params": weights, "batch_stats": stats}, images, scaled,
+                              train=True, mutable=["batch_stats"])
+      return jnp.sum(g * logits)
+
+    np.testing.assert_allclose(with_edges(betas), folded(betas), rtol=1e-10)
+    got, want = jax.grad(with_edges)(betas), jax.grad(folded)(betas)
+    for k in betas:
+      assert np.abs(want[k]).max() > 1e-6
+      np.testing.assert_allclose(got[k], want[k], rtol=1e-8, atol=1e-12)
+
+
+def test_genotype_weighs_each_row_by_its_edge():
+  """PC-DARTS' rule on hand-built weights (alphas the logs of the softmax wanted): into node 1,
+  edges A, B, C with best ops at 0.6, 0.5, 0.4 and edge weights 0.1, 0.3, 0.6 score 0.06,
+  0.15, 0.24, so C and B are kept; without the edge weights A and B."""
+  from darts_jax.spaces import SPACES, WITHOUT_NONE
+  rows = np.full((14, 7), np.log(1 / 7))
+  a, b, c = (genotypes_edge(1, j) for j in range(3))
+  for row, op, p in ((a, 0, 0.6), (b, 2, 0.5), (c, 4, 0.4)):
+    probs = np.full(7, (1 - p) / 6)
+    probs[op] = p
+    rows[row] = np.log(probs)
+  edges = np.zeros(14)
+  edges[a:c + 1] = np.log([0.1, 0.3, 0.6])
+  derive = SPACES["darts_without_none"].derive
+  alphas = {"normal": rows, "reduce": rows}
+  got = derive({**alphas, "normal_edges": edges, "reduce_edges": edges}).normal[2:4]
+  assert got == ((WITHOUT_NONE[4], 2), (WITHOUT_NONE[2], 1))
+  assert derive(alphas).normal[2:4] == ((WITHOUT_NONE[0], 0), (WITHOUT_NONE[2], 1))
+
+
+def genotypes_edge(node, source):
+  from darts_jax.spaces.darts_cnn.genotypes import edge_index
+  return edge_index(node, source)

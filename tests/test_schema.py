@@ -126,6 +126,7 @@ def test_a_missing_field_and_an_unknown_one_are_named():
     ("cifar_search", {"model.partial_channels": 4}, None),
     ("cifar_search", {"model.partial_channels": 3}, "must divide --config.model.channels=16"),
     ("nb201_search", {"model.partial_channels": 2}, "DARTS' supernet only"),
+    ("nb201_search", {"model.edge_normalisation": True}, "edge_normalisation \\(PC-DARTS\\)"),
 ])
 def test_conditions_between_fields(name, changes, words):
   config = load(name)

@@ -30,7 +30,7 @@ from darts_jax.spaces.darts_cnn.genotypes import PRIMITIVES, STEPS, derive_genot
 class SearchSpace(NamedTuple):
   build: Callable[[Any, int], Any]  # (config, num_classes) -> Flax supernet
   init: Callable[[Any, int, tuple], tuple]  # (model, seed, image shape) -> (weights, BN stats)
-  init_alphas: Callable[[Any], dict]  # key -> {name: (edges, ops)}
+  init_alphas: Callable[..., dict]  # (key, model=None) -> {name: (edges, ops)}
   # (alphas, relaxation name) -> genotype (with to_json() and a readable str())
   derive: Callable[[dict, str], Any]
   draw: Callable[[Any, str], list]  # (genotype, workdir) -> the pictures written
@@ -44,10 +44,28 @@ def _build_darts(config, num_classes, primitives=PRIMITIVES):
                                 relax=relaxations.build(config, primitives),
                                 dtype=config.model.dtype, primitives=primitives,
                                 one_op=config.relaxation in relaxations.ONE_OP,
-                                partial_channels=config.model.get("partial_channels", 1))
+                                partial_channels=config.model.get("partial_channels", 1),
+                                edge_normalisation=config.model.get("edge_normalisation",
+                                                                    False))
 
 
 WITHOUT_NONE = tuple(op for op in PRIMITIVES if op != "none")
+
+
+def _darts_alphas(primitives):
+  """The DARTS supernet's `init_alphas(key, model=None)`: PC-DARTS' edge parameters too when
+  the model normalises edges."""
+  return lambda key, model=None: supernet.init_alphas(
+      key, primitives=primitives,
+      edge_normalisation=bool(model is not None and model.edge_normalisation))
+
+
+def _derive_darts(primitives):
+  """The DARTS rule on `alphas` (`derive_genotype`), with the relaxation's scores and
+  PC-DARTS' edge weights when the alphas hold them."""
+  return lambda alphas, relaxation="softmax": derive_genotype(
+      alphas["normal"], alphas["reduce"], primitives, _scores(relaxation),
+      alphas.get("normal_edges"), alphas.get("reduce_edges"))
 
 
 def _scores(relaxation):
@@ -82,22 +100,19 @@ def _draw_nb201(genotype, workdir):
 
 SPACES = {
     "darts": SearchSpace(
-        build=_build_darts, init=supernet.init_supernet, init_alphas=supernet.init_alphas,
-        derive=lambda alphas, relaxation="softmax": derive_genotype(
-            alphas["normal"], alphas["reduce"], scores=_scores(relaxation)),
+        build=_build_darts, init=supernet.init_supernet, init_alphas=_darts_alphas(PRIMITIVES),
+        derive=_derive_darts(PRIMITIVES),
         draw=_draw_darts, ops=PRIMITIVES,
         edges=tuple(f"{i}<-{j}" for i in range(STEPS) for j in range(2 + i))),
     "darts_without_none": SearchSpace(
         build=functools.partial(_build_darts, primitives=WITHOUT_NONE),
         init=supernet.init_supernet,
-        init_alphas=functools.partial(supernet.init_alphas, primitives=WITHOUT_NONE),
-        derive=lambda alphas, relaxation="softmax": derive_genotype(
-            alphas["normal"], alphas["reduce"], WITHOUT_NONE, _scores(relaxation)),
+        init_alphas=_darts_alphas(WITHOUT_NONE), derive=_derive_darts(WITHOUT_NONE),
         draw=_draw_darts, ops=WITHOUT_NONE,
         edges=tuple(f"{i}<-{j}" for i in range(STEPS) for j in range(2 + i))),
     "nas_bench_201": SearchSpace(
         build=_build_nb201, init=nas_bench_201.init_supernet,
-        init_alphas=nas_bench_201.init_alphas,
+        init_alphas=lambda key, model=None: nas_bench_201.init_alphas(key),
         # The argmax per edge: the same for every relaxation's (monotone) scores.
         derive=lambda alphas, relaxation="softmax": nas_bench_201.derive_genotype(alphas),
         draw=_draw_nb201, ops=nas_bench_201.OPS,

@@ -34,7 +34,7 @@ from jax import lax
 import numpy as np
 import optax
 
-from darts_jax import bilevel, perturbations, regularisers, spaces
+from darts_jax import bilevel, perturbations, regularisers, relaxations, spaces
 from darts_jax.data import augment
 from darts_jax.data import images as data
 from darts_jax.errors import ConfigError
@@ -87,10 +87,12 @@ def make_adversarial_weight_loss(model, *, eps_max: float, epochs: int, steps: i
                            batch["images"], mix, train=False)
       return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
 
-    clean = {k: jax.nn.softmax(a, axis=-1) for k, a in alphas.items()}
+    clean = {k: jax.nn.softmax(a, axis=-1) for k, a in relaxations.op_alphas(alphas).items()}
+    edges = {k: a for k, a in alphas.items() if k not in clean}  # PC-DARTS': unperturbed
     eps = perturbations.epsilon(model_state.epoch, eps_max=eps_max, epochs=epochs)
-    mix = perturbations.adversarial(attacked, clean, model_state.relax_key, eps, steps)
-    return train_loss(weights, mix, batch, model_state, key)
+    mix = perturbations.adversarial(lambda m: attacked({**m, **edges}), clean,
+                                    model_state.relax_key, eps, steps)
+    return train_loss(weights, {**mix, **edges}, batch, model_state, key)
 
   return loss_fn
 
@@ -177,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def init_state(seed):
     weights, batch_stats = space.init(model, seed, weight_half.images.shape[1:])
-    alphas = space.init_alphas(jax.random.PRNGKey(seed))
+    alphas = space.init_alphas(jax.random.PRNGKey(seed), model)
     return bilevel.init_search_state(weights, alphas, opts, bilevel.ModelState(batch_stats))
 
   states = [init_state(seed) for seed in seeds]
@@ -232,7 +234,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step_fn = jax.jit(step_fn, donate_argnums=0, out_shardings=parallel.replicated(mesh))
   eval_step = jax.jit(eval_step, out_shardings=parallel.replicated(mesh))
   shard = lambda batch, axis=0: parallel.shard_batch(batch, mesh, axis=axis)
-  history = {kind: [] for kind in state.alphas}  # softmax(alpha) after each epoch
+  # softmax(alpha) after each epoch, of the op alphas (PC-DARTS' edge parameters: alphas.npz)
+  history = {kind: [] for kind in relaxations.op_alphas(state.alphas)}
   batches = {}
   folders = [os.path.join(workdir, f"seed_{s}") if many else workdir for s in seeds]
 

@@ -299,6 +299,7 @@ SCHEMAS = {
         "model.cells_per_stage": Int(1, optional=True),  # NAS-Bench-201
         "model.track_running_stats": Bool(optional=True),  # NAS-Bench-201's cells' BN
         "model.partial_channels": Int(1, optional=True),  # PC-DARTS' k (DARTS' space); 1: none
+        "model.edge_normalisation": Bool(optional=True),  # PC-DARTS' edge weights
         "model.remat": Choice(_remat_policies),
         "model.dtype": Choice(_compute_dtypes),
         "learning_rate_min": NON_NEGATIVE,
@@ -387,12 +388,16 @@ def _space_has_its_size(config):
 
 
 def _partial_channels(config):
-  k = config.get("model", {}).get("partial_channels", 1) if config.task == "cnn_search" else 1
+  if config.task != "cnn_search":
+    return None
+  k = config.model.get("partial_channels", 1)
+  for field, used in (("partial_channels", k != 1),
+                      ("edge_normalisation", config.model.get("edge_normalisation", False))):
+    if used and config.search_space == "nas_bench_201":
+      return (f"--config.model.{field} (PC-DARTS) is built into DARTS' supernet only so far: "
+              "use --config.search_space=darts or darts_without_none, or remove it.")
   if k == 1:
     return None
-  if config.search_space == "nas_bench_201":
-    return ("--config.model.partial_channels (PC-DARTS) is built into DARTS' supernet only so "
-            "far: use --config.search_space=darts or darts_without_none, or remove it.")
   if config.model.channels % k:
     return (f"--config.model.partial_channels={k} must divide --config.model.channels="
             f"{config.model.channels} (each op sees channels / partial_channels).")

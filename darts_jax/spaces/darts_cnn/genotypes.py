@@ -126,11 +126,23 @@ def _sigmoid(x):
 SCORES = {"softmax": _softmax, "sigmoid": _sigmoid}
 
 
-def _derive_cell(alpha, primitives=PRIMITIVES, scores="softmax") -> tuple[tuple[str, int], ...]:
+def _node_softmax(betas):
+  """PC-DARTS' edge weights: softmax of the (14,) edge parameters over each node's inputs."""
+  betas = np.asarray(betas, dtype=np.float64)
+  if betas.shape != (NUM_EDGES,):
+    raise ValueError(f"edge parameters must have shape ({NUM_EDGES},), got {betas.shape}.")
+  return np.concatenate([_softmax(betas[edge_index(node, 0):edge_index(node, 0) + 2 + node])
+                         for node in range(STEPS)])
+
+
+def _derive_cell(alpha, primitives=PRIMITIVES, scores="softmax",
+                 edges=None) -> tuple[tuple[str, int], ...]:
   weights = SCORES[scores](np.asarray(alpha, dtype=np.float64))
   if weights.shape != (NUM_EDGES, len(primitives)):
     raise ValueError(f"alphas must have shape ({NUM_EDGES}, {len(primitives)}), got "
                      f"{weights.shape}.")
+  if edges is not None:  # PC-DARTS: each row scaled by its edge's weight
+    weights = weights * _node_softmax(edges)[:, None]
   none = primitives.index("none") if "none" in primitives else -1
   gene = []
   for node in range(STEPS):
@@ -146,7 +158,7 @@ def _derive_cell(alpha, primitives=PRIMITIVES, scores="softmax") -> tuple[tuple[
 
 
 def derive_genotype(alphas_normal, alphas_reduce, primitives=PRIMITIVES,
-                    scores="softmax") -> Genotype:
+                    scores="softmax", edges_normal=None, edges_reduce=None) -> Genotype:
   """The official derivation rule on softmax(alphas) (docs/reference.md, "CNN genotype
   derivation").
 
@@ -156,11 +168,13 @@ def derive_genotype(alphas_normal, alphas_reduce, primitives=PRIMITIVES,
   `primitives`: the alpha columns (DARTS' 8; without `none`, every op competes). `scores`:
   the weights the rule ranks, "softmax" (DARTS) or "sigmoid" (FairDARTS' independent
   sigmoid(alpha), xiaomi-automl/FairDARTS, fairdarts/utils.py `parse`: within an edge the
-  same op, across edges a different ranking).
+  same op, across edges a different ranking). `edges_normal`, `edges_reduce`: PC-DARTS' (14,)
+  edge parameters; each row's weights are then multiplied by the edge's softmax over its
+  node's inputs before the rule (yuhuixu1993/PC-DARTS, model_search.py `genotype`).
   """
   concat = tuple(range(2, 2 + STEPS))
-  return Genotype(_derive_cell(alphas_normal, primitives, scores), concat,
-                  _derive_cell(alphas_reduce, primitives, scores), concat)
+  return Genotype(_derive_cell(alphas_normal, primitives, scores, edges_normal), concat,
+                  _derive_cell(alphas_reduce, primitives, scores, edges_reduce), concat)
 
 
 def genotype_from_name_or_file(spec: str) -> Genotype:

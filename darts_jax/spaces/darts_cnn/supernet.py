@@ -266,7 +266,9 @@ class SearchCell(nn.Module):
   partial_channels: int = 1
 
   @nn.compact
-  def __call__(self, s0, s1, mix, train: bool):
+  def __call__(self, s0, s1, mix, train: bool, edge_weights=None):
+    """`mix`: (14, K) mixing weights; `edge_weights`: None, or (14,) weights multiplying each
+    edge's output (PC-DARTS' edge normalisation, `node_softmax`)."""
     if self.reduction_prev:
       s0 = FactorizedReduce(self.features, name="preprocess0")(s0, train)
     else:
@@ -296,8 +298,11 @@ class SearchCell(nn.Module):
     edge = one_op_edge if self.one_op else mixed_edge
     if self.partial_channels > 1:
       edge = functools.partial(partial_channel_edge, edge, k=self.partial_channels)
-    edge_fn = lambda stride: _remat(functools.partial(
-        edge, stride=stride, impl=self.impl, train=train, slots=self.slots), self.remat)
+    edge_fn = lambda stride: _weighted(_remat(functools.partial(
+        edge, stride=stride, impl=self.impl, train=train, slots=self.slots), self.remat),
+        edge_weights is not None)
+    # The per-edge inputs of the scan: the mix, and the edge weight if there is one.
+    mix = (mix,) if edge_weights is None else (mix, edge_weights)
 
     if not self.reduction:
       states = jnp.stack([s0, s1] + [jnp.zeros_like(s1)] * STEPS)
@@ -318,10 +323,10 @@ class SearchCell(nn.Module):
                          self.features), s0.dtype)
       nodes, new_inputs = _scan_edges(
           edge_fn(2), nodes, jnp.stack([s0, s1]), read[inputs], write[inputs],
-          (mix[inputs], {**take(params, inputs), **skip}, {**take(stats, inputs), **skip_stats}),
-          unroll)
+          (take(mix, inputs), {**take(params, inputs), **skip},
+           {**take(stats, inputs), **skip_stats}), unroll)
       nodes, new_inner = _scan_edges(edge_fn(1), nodes, None, read[inner] - 2, write[inner],
-                                     (mix[inner], take(params, inner), take(stats, inner)),
+                                     (take(mix, inner), take(params, inner), take(stats, inner)),
                                      unroll)
       new_stats = {key: jax.tree.map(lambda a, b: _merge_rows(a, b, inputs, inner),
                                      new_inputs[key], new_inner[key]) for key in new_inner}
@@ -334,6 +339,31 @@ class SearchCell(nn.Module):
 
 
 REMAT_POLICIES = ("none", "conv", "edge")
+
+
+def _weighted(edge_fn, weighted: bool):
+  """`edge_fn(x, (mix,), params, stats)`, or with `weighted` `edge_fn(x, (mix, w), params,
+  stats)` whose output is multiplied by the edge weight w (PC-DARTS: the whole edge, its
+  bypassed channels included)."""
+  if not weighted:
+    return lambda x, mix, params, stats: edge_fn(x, mix[0], params, stats)
+
+  def fn(x, mix, params, stats):
+    y, new = edge_fn(x, mix[0], params, stats)
+    return mix[1].astype(y.dtype) * y, new
+
+  return fn
+
+
+def node_softmax(betas):
+  """PC-DARTS' edge normalisation: (14,) edge parameters, in alpha-row order, softmaxed over
+  each node's incoming edges (2, 3, 4 and 5 of them; yuhuixu1993/PC-DARTS, model_search.py
+  `Network.forward`)."""
+  out, start = [], 0
+  for node in range(STEPS):
+    out.append(jax.nn.softmax(betas[start:start + 2 + node]))
+    start += 2 + node
+  return jnp.concatenate(out)
 
 
 def _remat(edge_fn, remat):
@@ -378,6 +408,9 @@ class SearchNetwork(nn.Module):
       weights are one-hot in value (GDAS' `relaxations.gumbel_hard`).
     partial_channels: k; each mixed op sees 1/k of its input's channels, the rest pass by
       (PC-DARTS, `partial_channel_edge`; its release's k = 4). 1: every channel (DARTS).
+    edge_normalisation: PC-DARTS' edge weights: `alphas` then also holds "normal_edges" and
+      "reduce_edges", (14,) each, and every edge's output is multiplied by its node's softmax
+      of them (`node_softmax`); the relaxation sees only "normal" and "reduce".
   """
 
   channels: int = 16
@@ -392,6 +425,7 @@ class SearchNetwork(nn.Module):
   dtype: Any = None
   one_op: bool = False
   partial_channels: int = 1
+  edge_normalisation: bool = False
 
   @nn.compact
   def __call__(self, images, alphas, train: bool = True, relax_key=None, epoch=0):
@@ -429,7 +463,11 @@ class SearchNetwork(nn.Module):
       c = c * 2 if reduction else c
       cell = SearchCell(c, reduction, reduction_prev, impl, edge_loop, self.remat, slots,
                         self.one_op, self.partial_channels, name=f"cell_{i}")
-      s0, s1 = s1, cell(s0, s1, mix["reduce" if reduction else "normal"], train)
+      kind = "reduce" if reduction else "normal"
+      edge_weights = None
+      if self.edge_normalisation:
+        edge_weights = node_softmax(alphas[kind + EDGES]).astype(images.dtype)
+      s0, s1 = s1, cell(s0, s1, mix[kind], train, edge_weights)
       reduction_prev = reduction
 
     # The classifier is a sliver of the compute; in float32 the logits need no cast back.
@@ -443,13 +481,23 @@ def reduction_cells(layers: int) -> Sequence[int]:
   return (layers // 3, 2 * layers // 3)
 
 
-def init_alphas(key, scale: float = 1e-3, primitives=PRIMITIVES):
+EDGES = "_edges"  # the suffix of PC-DARTS' edge parameters in the alphas
+
+
+def init_alphas(key, scale: float = 1e-3, primitives=PRIMITIVES,
+                edge_normalisation: bool = False):
   """DARTS' alpha initialisation, 1e-3 * N(0, 1), one (14, len(primitives)) matrix per cell
-  type."""
+  type; with `edge_normalisation` also PC-DARTS' edge parameters, 1e-3 * N(0, 1), (14,) per
+  cell type, drawn from a key of their own (the op alphas are the same either way)."""
   k_normal, k_reduce = jax.random.split(key)
   shape = (NUM_EDGES, len(primitives))
-  return {"normal": scale * jax.random.normal(k_normal, shape),
-          "reduce": scale * jax.random.normal(k_reduce, shape)}
+  alphas = {"normal": scale * jax.random.normal(k_normal, shape),
+            "reduce": scale * jax.random.normal(k_reduce, shape)}
+  if edge_normalisation:
+    k_normal, k_reduce = jax.random.split(jax.random.fold_in(key, 1))
+    alphas["normal" + EDGES] = scale * jax.random.normal(k_normal, (NUM_EDGES,))
+    alphas["reduce" + EDGES] = scale * jax.random.normal(k_reduce, (NUM_EDGES,))
+  return alphas
 
 
 def _fan_in(name: str, shape) -> int:
@@ -474,7 +522,8 @@ def init_supernet(model: SearchNetwork, seed: int, image_shape=(32, 32, 3)):
   U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BN: scale 1, bias 0, running mean 0 and var 1) are
   drawn on the host with numpy from `seed`.
   """
-  alphas = init_alphas(jax.random.PRNGKey(0), primitives=model.primitives)
+  alphas = init_alphas(jax.random.PRNGKey(0), primitives=model.primitives,
+                       edge_normalisation=model.edge_normalisation)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                              jnp.zeros((1, *image_shape), jnp.float32), alphas,
                                              train=True))
