@@ -57,7 +57,7 @@ def run_one(args):
   space = spaces.get(config.search_space)
   model = space.build(config, 10)
   weights, stats = space.init(model, 0, (32, 32, 3))
-  alphas = space.init_alphas(jax.random.PRNGKey(1))
+  alphas = space.init_alphas(jax.random.PRNGKey(1), model)
   opts = cnn_search.make_optimizers(config, steps_per_epoch=390)
   state = bilevel.init_search_state(weights, alphas, opts, bilevel.ModelState(stats))
   weight_loss_fn = cnn_search.make_weight_loss_fn(config, model)

@@ -58,7 +58,7 @@ def run_one(args):
         one_op=args.relaxation in relaxations.ONE_OP)
   space = search_spaces.get(args.space)
   weights, batch_stats = space.init(model, 0, (32, 32, 3))
-  alphas = space.init_alphas(jax.random.PRNGKey(1))
+  alphas = space.init_alphas(jax.random.PRNGKey(1), model)
   opts = bilevel.darts_optimizers()
   state = bilevel.init_search_state(weights, alphas, opts, bilevel.ModelState(batch_stats))
   step = jax.jit(cnn_search.make_search_step(model, opts, method=args.method,

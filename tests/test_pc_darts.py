@@ -68,6 +68,9 @@ def test_partial_channel_supernet_has_weights_of_c_over_k_channels():
   logits, _ = model.apply({"params": weights, "batch_stats": stats}, images, alphas,
                           train=True, mutable=["batch_stats"])
   assert logits.shape == (2, 10) and bool(jnp.all(jnp.isfinite(logits)))
+  with pytest.raises(ValueError, match="which these alphas lack"):
+    supernet.SearchNetwork(channels=4, layers=3, edge_normalisation=True).init(
+        jax.random.PRNGKey(0), images, alphas)
   with pytest.raises(ValueError, match="partial_channels=3 must divide channels=4"):
     supernet.SearchNetwork(channels=4, layers=3, partial_channels=3).init(
         jax.random.PRNGKey(0), images, alphas)

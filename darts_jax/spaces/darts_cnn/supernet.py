@@ -440,6 +440,11 @@ class SearchNetwork(nn.Module):
       raise ValueError(f"Unknown depthwise impl {impl!r}; expected one of {ops.DEPTHWISE_IMPLS}.")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"Unknown remat {self.remat!r}; expected one of {REMAT_POLICIES}.")
+    if self.edge_normalisation and any(kind + EDGES not in alphas
+                                       for kind in ("normal", "reduce")):
+      raise ValueError("edge_normalisation=True reads alphas['normal_edges'] and "
+                       "['reduce_edges'], (14,) each, which these alphas lack: make them with "
+                       "init_alphas(key, edge_normalisation=True).")
     k = self.partial_channels
     if k < 1 or self.channels % k:  # then it divides every stage's 2^s C, each reduction
       # cell's C/k even, as its stride-2 skip (two convs of half the channels) needs
