@@ -23,18 +23,8 @@ one is derived by DARTS' rule (two edges per node, `none` excluded), which the e
 network needs; its temperature horizon is fixed at 150 epochs, here the config's `epochs`.
 """
 
-from configs import cifar_search
+from configs import cifar_search, nb201_snas
 
 
 def get_config():
-  config = cifar_search.get_config()
-  config.relaxation = "gumbel_soft"
-  config.tau_max = 1.0
-  config.tau_min = 0.03
-  config.epochs = 150
-  config.hypergradient.method = "single_level"
-  config.alpha_optimizer = "sgd"
-  config.alpha_learning_rate = 3e-4
-  config.alpha_weight_decay = 0.0
-  config.alpha_grad_clip = 10.0
-  return config
+  return nb201_snas.snas(cifar_search.get_config())  # the same settings on DARTS' space

@@ -29,8 +29,9 @@ cancels in the softmax); its temperature horizon is fixed at 150 epochs, here th
 from configs import nb201_search
 
 
-def get_config():
-  config = nb201_search.get_config()
+def snas(config):
+  """SNAS' settings (the release's single-GPU command, above) on a search config of either
+  space; configs/cifar_snas.py applies them to DARTS' space."""
   config.relaxation = "gumbel_soft"
   config.tau_max = 1.0
   config.tau_min = 0.03
@@ -41,3 +42,7 @@ def get_config():
   config.alpha_weight_decay = 0.0
   config.alpha_grad_clip = 10.0
   return config
+
+
+def get_config():
+  return snas(nb201_search.get_config())
