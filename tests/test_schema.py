@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if not p.stem.startswith("_"))
 # One config per task (two where a task's fields differ by search space or dataset).
 REPRESENTATIVES = ["cifar_search", "nb201_search", "cifar_eval", "imagenet_eval", "ptb_search",
-                   "ptb_eval", "toy_search"]
+                   "ptb_eval", "toy_search", "cifar_darts_pt"]
 
 
 def load(name):

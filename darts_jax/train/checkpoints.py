@@ -601,3 +601,51 @@ class RunCheckpoints:
 
 def _holds_steps(directory: str) -> bool:
   return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def read_run(workdir: str, template):
+  """The newest verified checkpoint of the run in `workdir`, read and nothing changed there.
+
+  For a run that starts from another run's result (DARTS-PT from a search): unlike
+  `RunCheckpoints.restore`, nothing is moved aside or written, and a checkpoint without
+  complete checksums is never used.
+
+  Args:
+    workdir: the other run's workdir (its `checkpoints/last/<step>` folders).
+    template: a state of the structure that run saved (its arrays are not used).
+
+  Returns:
+    `(state, meta)`: the state and the checkpoint record (`epoch`, `step`, ...).
+
+  Raises:
+    CheckpointError: `workdir` holds no checkpoint that verifies and reads back (the message
+      names each step's cause).
+  """
+  import orbax.checkpoint as ocp
+
+  workdir = os.path.abspath(workdir)
+  directory = os.path.join(workdir, "checkpoints", "last")
+  steps = sorted((int(n) for n in (os.listdir(directory) if os.path.isdir(directory) else [])
+                  if n.isdigit()), reverse=True)
+  if not steps:
+    raise CheckpointError(f"{directory} holds no checkpoint: pass the --workdir of a finished "
+                          "search.")
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      read_only=True, create=False, save_interval_steps=0), item_names=("state", "meta"))
+  failures = []
+  try:
+    for step in steps:
+      cause = _verify_checksums(os.path.join(directory, str(step)))
+      if cause is None:
+        try:
+          restored = manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
+          return restored.state, restored.meta
+        except Exception as e:  # pylint: disable=broad-except  (any failure: unreadable)
+          _quiet_abandoned_reads()
+          cause = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:240]}"
+      failures.append(f"step {step}: {cause}")
+  finally:
+    manager.close()
+  raise CheckpointError(f"No checkpoint in {directory} can be used ({'; '.join(failures)}): "
+                        "pass the --workdir of a finished search.")

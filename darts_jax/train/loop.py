@@ -56,11 +56,12 @@ def run(config, workdir: str, state, *, steps_per_epoch: Callable[[int], int] | 
         train_step: Callable, end_of_epoch: Callable, resume: Callable | None = None,
         record: Callable[[], dict] | None = None, begin_epoch: Callable | None = None,
         on_open: Callable[[], None] | None = None, best: bool = False,
-        perplexity: bool = False):
-  """Runs the epochs left of `config.epochs`, resuming from `workdir`'s checkpoints.
+        perplexity: bool = False, epochs: int | None = None):
+  """Runs the epochs left of `config.epochs` (or `epochs`), resuming from `workdir`'s checkpoints.
 
   Args:
-    config: the run's config; reads `epochs`, `log_every`, `progress_bar` and `checkpoint`.
+    config: the run's config; reads `epochs` (unless given), `log_every`, `progress_bar` and
+      `checkpoint`.
     workdir: where the checkpoints, `config.json` and the metrics go.
     state: the initial state, placed as the step expects it; a checkpoint's replaces it.
     steps_per_epoch: the number of steps of an epoch, or `steps_per_epoch(epoch) -> int`.
@@ -80,6 +81,8 @@ def run(config, workdir: str, state, *, steps_per_epoch: Callable[[int], int] | 
       files that describe the run (e.g. the genotype trained).
     best: also keep `checkpoints/best` (`ckpt.save_best`, `ckpt.restore_best`).
     perplexity: the progress bar shows exp(loss) instead of the accuracy.
+    epochs: the run's number of epochs when the trainer derives it (DARTS-PT's tuning epochs
+      follow from its schedule); default `config.epochs`.
 
   Returns:
     `(state, scalars)`: the final state and the last epoch's scalars (empty when the workdir
@@ -92,12 +95,13 @@ def run(config, workdir: str, state, *, steps_per_epoch: Callable[[int], int] | 
   """
   steps_in = steps_per_epoch if callable(steps_per_epoch) else (lambda _: steps_per_epoch)
   scalars = {}  # stays empty when the workdir holds a finished run
+  epochs = config.epochs if epochs is None else epochs
   with RunCheckpoints(workdir, config, best=best) as ckpt:
     if on_open is not None and parallel.is_primary():  # on several hosts, the first writes
       on_open()
     state, meta = ckpt.restore(state) or (state, {"epoch": 0, "index": 0, "step": 0})
     step = meta["step"]
-    if meta["epoch"] >= config.epochs:
+    if meta["epoch"] >= epochs:
       print(f"the workdir holds a finished run ({meta['epoch']} epochs, {step} steps): "
             "nothing left to train", flush=True)
     elif step:
@@ -107,9 +111,9 @@ def run(config, workdir: str, state, *, steps_per_epoch: Callable[[int], int] | 
       resume(meta, ckpt)
     writer = MetricWriter(workdir, resume_step=step)
     try:
-      for epoch in range(meta["epoch"], config.epochs):
+      for epoch in range(meta["epoch"], epochs):
         progress = EpochProgress.for_epoch(config, epoch, steps_in(epoch), meta,
-                                           perplexity=perplexity)
+                                           perplexity=perplexity, epochs=epochs)
         if begin_epoch is not None:
           state = begin_epoch(state, epoch, progress.start)
         for index in progress:

@@ -98,11 +98,13 @@ class EpochProgress:
                      initial=start, total=steps)
 
   @classmethod
-  def for_epoch(cls, config, epoch: int, steps: int, resumed: dict, perplexity: bool = False):
+  def for_epoch(cls, config, epoch: int, steps: int, resumed: dict, perplexity: bool = False,
+                epochs: int | None = None):
     """`epoch`'s progress in a run that resumed from the checkpoint record `resumed`
-    ({"epoch", "index", "progress"}): that epoch continues at its step `index`."""
+    ({"epoch", "index", "progress"}): that epoch continues at its step `index`. `epochs`:
+    the run's length, when it is not `config.epochs`."""
     here = epoch == resumed["epoch"]
-    return cls(epoch, config.epochs, steps, config.log_every, config.progress_bar, perplexity,
+    return cls(epoch, config.epochs if epochs is None else epochs, steps, config.log_every, config.progress_bar, perplexity,
                start=resumed["index"] if here else 0,
                sums=resumed.get("progress") if here else None)
 

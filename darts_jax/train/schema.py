@@ -333,6 +333,40 @@ SCHEMAS = {
         "relaxation": Choice(_relaxations),
         "data.num_valid": Int(0),  # 0: the whole validation split
     },
+    "darts_pt": {  # darts_jax/train/darts_pt.py; its length follows from projection.interval
+        **{k: v for k, v in RUN.items() if k != "epochs"}, **SGD, "momentum": FRACTION,
+        **ALPHAS, **IMAGE_DATA,
+        "search_workdir": Text(),  # the --workdir of the cnn_search run projected
+        "search_space": Choice(_spaces),
+        "relaxation": Choice(_relaxations),
+        "aux_skip_beta": NON_NEGATIVE_OPTIONAL,
+        "tau_max": Real(0, low_open=True, optional=True),
+        "tau_min": Real(0, low_open=True, optional=True),
+        "alpha_optimizer": Choice(("adam", "sgd"), optional=True),
+        "alpha_grad_clip": NON_NEGATIVE_OPTIONAL,
+        "alpha_b1": Real(0, 1, high_open=True, optional=True),
+        "data.name": Choice(("cifar10", "cifar100", "ImageNet16-120", "digits")),
+        "data.train_portion": Real(0, 1, low_open=True, high_open=True),
+        "data.alpha_split": Choice(_alpha_splits, optional=True),
+        "data.split_file": Text(optional=True),
+        "augment": Bool(),
+        "model.channels": Int(1),
+        "model.layers": Int(1, optional=True),
+        "model.cells_per_stage": Int(1, optional=True),
+        "model.track_running_stats": Bool(optional=True),
+        "model.remat": Choice(_remat_policies),
+        "model.dtype": Choice(_compute_dtypes),
+        "learning_rate_min": NON_NEGATIVE,
+        "nesterov": Bool(),
+        "eval_examples": Int(0),
+        "benchmark_table": Text(optional=True),
+        "projection.interval": Int(1),  # tuning epochs between decisions (proj_intv)
+        "projection.edge_order": Choice(("random", "fixed")),
+        "projection.criterion": Choice(("accuracy", "loss")),
+        "projection.update_alphas": Bool(),  # the alphas' step goes on while tuning
+        "projection.eval_batches": Int(0),  # batches per candidate; 0: the whole alpha half
+        "projection.vmap_candidates": Int(0),  # candidates per vmap; 0: all at once
+    },
     "rnn_eval": {
         **RUN, **SGD, **RECURRENT,
         "genotype": Text(),
@@ -350,6 +384,10 @@ SCHEMAS = {
 
 
 # --- Conditions between fields ----------------------------------------------------------------
+
+# The tasks whose config describes DARTS' or NAS-Bench-201's CNN supernet.
+CNN_SUPERNET_TASKS = ("cnn_search", "darts_pt")
+
 
 def _min_below_max(config):
   if "learning_rate_min" in config and config.learning_rate_min > config.learning_rate:
@@ -377,7 +415,7 @@ def _tied_embedding(config):
 
 
 def _space_has_its_size(config):
-  if config.task != "cnn_search" or config.search_space not in (
+  if config.task not in CNN_SUPERNET_TASKS or config.search_space not in (
       "darts", "darts_without_none", "nas_bench_201"):
     return None
   field = "cells_per_stage" if config.search_space == "nas_bench_201" else "layers"
@@ -405,7 +443,7 @@ def _partial_channels(config):
 
 
 def _cell_bn_of_nb201(config):
-  if config.task == "cnn_search" and config.search_space != "nas_bench_201" and \
+  if config.task in CNN_SUPERNET_TASKS and config.search_space != "nas_bench_201" and \
       "track_running_stats" in config.model:
     return (f"--config.model.track_running_stats is an option of the NAS-Bench-201 space, not of "
             f"--config.search_space={config.search_space}: remove it.")
@@ -438,6 +476,10 @@ def _options_of_their_method(config):
   if single and config.task != "cnn_search":
     return ("--config.hypergradient.method=single_level (SNAS) is a mode of the CNN search "
             "only so far: use exact, finite_difference or first_order.")
+  if config.task == "darts_pt" and config.get("relaxation") == "gumbel_hard":
+    return ("--config.relaxation=gumbel_hard (GDAS) computes one op per edge, so removing an "
+            "op's mixing weight does not measure what it contributes (DARTS-PT): project a "
+            "supernet searched with another relaxation.")
   if "alpha_warmup_epochs" in config and config.alpha_warmup_epochs >= config.epochs:
     return (f"--config.alpha_warmup_epochs={config.alpha_warmup_epochs} leaves no epoch of the "
             f"{config.epochs} to update the alphas: lower it below --config.epochs.")
@@ -447,7 +489,7 @@ def _options_of_their_method(config):
   if single and config.get("weight_perturbation", "none") != "none":
     return ("--config.weight_perturbation (SDARTS) perturbs a weight step of its own, and "
             "method=single_level has one step for weights and alphas: choose one of them.")
-  if config.get("relaxation") == "gumbel_hard" and config.task != "cnn_search":
+  if config.get("relaxation") == "gumbel_hard" and config.task not in CNN_SUPERNET_TASKS:
     return ("--config.relaxation=gumbel_hard (GDAS) computes one op per edge, which the CNN "
             "supernets do and the recurrent cell does not: choose another relaxation.")
   return None

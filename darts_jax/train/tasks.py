@@ -14,6 +14,7 @@ from darts_jax.errors import ConfigError, UserError, WorkdirError
 TASKS = {
     "cnn_eval": "darts_jax.train.cnn_eval:train_and_evaluate",
     "cnn_search": "darts_jax.train.cnn_search:train_and_evaluate",
+    "darts_pt": "darts_jax.train.darts_pt:train_and_evaluate",
     "rnn_eval": "darts_jax.train.rnn_eval:train_and_evaluate",
     "rnn_search": "darts_jax.train.rnn_search:train_and_evaluate",
     "toy_search": "darts_jax.train.toy_search:train_and_evaluate",
