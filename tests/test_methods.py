@@ -469,7 +469,8 @@ def test_sdarts_perturbs_the_weight_step_only():
     pytest.param("nb201_fair_darts", "first_order", marks=pytest.mark.slow),
     pytest.param("nb201_darts_minus", "first_order", marks=pytest.mark.slow),
     ("nb201_sdarts_rs", "first_order"),
-    ("nb201_sdarts_adv", "first_order"), ("nb201_snas", "single_level")])
+    ("nb201_sdarts_adv", "first_order"), ("nb201_snas", "single_level"),
+    ("nb201_pc_darts", "first_order")])
 def test_method_config_searches(name, method, tmp_path):
   """Two epochs of one step (32 digits; first order as the releases, and GDAS' one-op supernet
   with the exact hypergradient): the alphas move, the cell is derived and looked up, two
@@ -485,6 +486,8 @@ def test_method_config_searches(name, method, tmp_path):
       "data.name": "digits", "data.num_train": 32, "augment": False, "model.channels": 4,
       "model.cells_per_stage": 1, "epochs": 2, "batch_size": 16, "alpha_learning_rate": 3e-2,
       "progress_bar": False, "eval_examples": 16, "seed": 0, "hypergradient.method": method})
+  if "alpha_warmup_epochs" in config:  # PC-DARTS: one epoch of weights alone, one of both
+    config.alpha_warmup_epochs = 1
   result = cnn_search.train_and_evaluate(config, str(tmp_path))
   alphas = np.load(tmp_path / "alphas.npz")["cell"]
   assert np.all(np.isfinite(alphas)) and np.abs(alphas).max() > 0.01  # 2 Adam steps of 3e-2

@@ -195,3 +195,68 @@ def test_exact_hypergradient_through_a_pc_darts_supernet_matches_central_differe
         shift = lambda s: jax.tree.map(lambda a, d: a + s * h * d, alphas, direction)
         central = (float(objective(shift(1))) - float(objective(shift(-1)))) / (2 * h)
         assert central == pytest.approx(want, rel=1e-7, abs=1e-10), h
+
+
+@pytest.mark.parametrize("k,normalise", [(2, False), (2, True), (1, True)])
+def test_nas_bench_201_cell_with_partial_channels_and_edge_weights(k, normalise):
+  """NAS-Bench-201's cell with PC-DARTS' options against a loop over its nodes written here:
+  node i = sum over j < i of w_ij * shuffle(concat(mixed_edge(node_j[..., :C/k]),
+  node_j[..., C/k:])), w from each node's softmax of the edge parameters (1 without)."""
+  from darts_jax.spaces import nas_bench_201 as nb
+
+  c = 8
+  rng = np.random.default_rng(k + normalise)
+  x = jnp.asarray(rng.normal(size=(4, 5, 5, c)), jnp.float32)
+  mix = jax.nn.softmax(jnp.asarray(rng.normal(size=(6, 5)), jnp.float32), -1)
+  betas = jnp.asarray(rng.normal(size=(6,)), jnp.float32)
+  cell = nb.SearchCell201(train=True, partial_channels=k)
+  edge_weights = nb.node_softmax(betas) if normalise else None
+  variables = cell.init(jax.random.PRNGKey(0), x, mix, edge_weights)
+  params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(1), a.shape),
+                        variables["params"])
+  assert params["conv1x1"].shape == (6, c // k, c // k)
+  got = cell.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, mix,
+                   edge_weights, mutable=["batch_stats"])[0]
+
+  weights = np.ones(6, np.float32)
+  if normalise:  # by hand: node 1's one input, node 2's two, node 3's three
+    b = np.asarray(betas, np.float64)
+    soft = lambda v: np.exp(v) / np.exp(v).sum()
+    weights = np.concatenate([soft(b[0:1]), soft(b[1:3]), soft(b[3:6])]).astype(np.float32)
+  nodes = [x]
+  stats = variables["batch_stats"]
+  for i in range(1, nb.NODES):
+    total = 0
+    for j in range(i):
+      e = nb.EDGES.index((i, j))
+      y, _ = nb.mixed_edge(nodes[j][..., :c // k], mix[e], params["conv1x1"][e],
+                           params["conv3x3"][e], {n: stats[n][e] for n in ("mean", "var")},
+                           train=True)
+      joined = np.concatenate([np.asarray(y), np.asarray(nodes[j][..., c // k:])], -1)
+      shuffled = np.empty_like(joined)
+      for g in range(k):
+        for m in range(c // k):
+          shuffled[..., m * k + g] = joined[..., g * (c // k) + m]
+      total = total + weights[e] * shuffled
+    nodes.append(jnp.asarray(total))
+  np.testing.assert_allclose(got, nodes[-1], rtol=2e-5, atol=2e-6)
+
+
+def test_nas_bench_201_supernet_takes_pc_darts_options():
+  from darts_jax import spaces
+  from darts_jax.spaces import nas_bench_201 as nb
+
+  model = nb.SearchNetwork201(channels=8, cells_per_stage=1, partial_channels=4,
+                              edge_normalisation=True)
+  weights, stats = nb.init_supernet(model, seed=0, image_shape=(8, 8, 3))
+  assert weights["stage_0"]["cell"]["conv3x3"].shape == (1, 6, 3, 3, 2, 2)
+  assert weights["stage_2"]["cell"]["conv3x3"].shape == (1, 6, 3, 3, 8, 8)
+  alphas = spaces.SPACES["nas_bench_201"].init_alphas(jax.random.PRNGKey(0), model)
+  assert alphas["cell_edges"].shape == (6,)
+  np.testing.assert_array_equal(alphas["cell"], nb.init_alphas(jax.random.PRNGKey(0))["cell"])
+  logits = model.apply({"params": weights, "batch_stats": stats}, jnp.ones((2, 8, 8, 3)),
+                       alphas, train=False)
+  assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
+  with pytest.raises(ValueError, match="cell_edges"):
+    model.apply({"params": weights, "batch_stats": stats}, jnp.ones((2, 8, 8, 3)),
+                {"cell": alphas["cell"]}, train=False)

@@ -90,7 +90,10 @@ def _build_nb201(config, num_classes):
                                         dtype=config.model.dtype,
                                         track_running_stats=config.model.get(
                                             "track_running_stats", True),
-                                        one_op=config.relaxation in relaxations.ONE_OP)
+                                        one_op=config.relaxation in relaxations.ONE_OP,
+                                        partial_channels=config.model.get("partial_channels", 1),
+                                        edge_normalisation=config.model.get(
+                                            "edge_normalisation", False))
 
 
 def _draw_nb201(genotype, workdir):
@@ -112,7 +115,8 @@ SPACES = {
         edges=tuple(f"{i}<-{j}" for i in range(STEPS) for j in range(2 + i))),
     "nas_bench_201": SearchSpace(
         build=_build_nb201, init=nas_bench_201.init_supernet,
-        init_alphas=lambda key, model=None: nas_bench_201.init_alphas(key),
+        init_alphas=lambda key, model=None: nas_bench_201.init_alphas(
+            key, edge_normalisation=bool(model is not None and model.edge_normalisation)),
         # The argmax per edge: the same for every relaxation's (monotone) scores.
         derive=lambda alphas, relaxation="softmax": nas_bench_201.derive_genotype(alphas),
         draw=_draw_nb201, ops=nas_bench_201.OPS,

@@ -43,6 +43,7 @@ from jax import lax
 
 from darts_jax import relaxations
 from darts_jax.spaces import ops
+from darts_jax.spaces.darts_cnn.supernet import EDGES as EDGES_SUFFIX, channel_shuffle
 from darts_jax.errors import GenotypeError
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -107,9 +108,26 @@ def derive_genotype(alphas) -> Genotype201:
   return Genotype201(tuple(OPS[k] for k in np.argmax(cell, axis=-1)))
 
 
-def init_alphas(key, scale: float = 1e-3):
-  """1e-3 * N(0, 1), as DARTS: one (6, 5) matrix shared by every cell."""
-  return {"cell": scale * jax.random.normal(key, (len(EDGES), len(OPS)))}
+def node_softmax(betas):
+  """PC-DARTS' edge normalisation on this cell: (6,) edge parameters, in `EDGES` order,
+  softmaxed over each node's incoming edges (1, 2 and 3 of them), as PC-DARTS' DARTS-space
+  supernet does over its nodes' (yuhuixu1993/PC-DARTS, model_search.py `Network.forward`)."""
+  out, start = [], 0
+  for node in range(1, NODES):
+    out.append(jax.nn.softmax(betas[start:start + node]))
+    start += node
+  return jnp.concatenate(out)
+
+
+def init_alphas(key, scale: float = 1e-3, edge_normalisation: bool = False):
+  """1e-3 * N(0, 1), as DARTS: one (6, 5) matrix shared by every cell; with
+  `edge_normalisation` also PC-DARTS' edge parameters "cell_edges", 1e-3 * N(0, 1), (6,), from
+  a key of their own (the op alphas are the same either way)."""
+  alphas = {"cell": scale * jax.random.normal(key, (len(EDGES), len(OPS)))}
+  if edge_normalisation:
+    alphas["cell" + EDGES_SUFFIX] = scale * jax.random.normal(jax.random.fold_in(key, 1),
+                                                              (len(EDGES),))
+  return alphas
 
 
 _CONVS = ("nor_conv_1x1", "nor_conv_3x3")  # their outputs share one BN call, in this order
@@ -183,15 +201,23 @@ def one_op_edge(x, mix, conv1x1, conv3x3, stats, *, train, track_running_stats=T
 
 
 class SearchCell201(nn.Module):
-  """The 4-node cell, its 6 edges' weights stacked (6, ...) in `EDGES` order."""
+  """The 4-node cell, its 6 edges' weights stacked (6, ...) in `EDGES` order.
+
+  With `partial_channels` k > 1 (PC-DARTS) each mixed op sees the first C/k channels of its
+  input and the rest pass by, the two concatenated and channel-shuffled in k groups (the
+  cell's edges all have stride 1: nothing is pooled); `edge_weights` (6,), when given,
+  multiply each edge's output (PC-DARTS' edge normalisation, `node_softmax`).
+  """
 
   train: bool
   track_running_stats: bool = True
   one_op: bool = False
+  partial_channels: int = 1
 
   @nn.compact
-  def __call__(self, x, weights):
-    c, e = x.shape[-1], len(EDGES)
+  def __call__(self, x, weights, edge_weights=None):
+    k = self.partial_channels
+    c, e = x.shape[-1] // k, len(EDGES)
     conv1x1 = self.param("conv1x1", ops.torch_uniform(c), (e, c, c))
     conv3x3 = self.param("conv3x3", ops.torch_uniform(9 * c), (e, 3, 3, c, c))
     mean = self.variable("batch_stats", "mean", jnp.zeros, (e, len(_CONVS), c), jnp.float32)
@@ -199,17 +225,22 @@ class SearchCell201(nn.Module):
     nodes = jnp.zeros((NODES, *x.shape), x.dtype).at[0].set(x)
 
     def body(nodes, edge):
-      (to, source), w, k1, k3, stats = edge
+      (to, source), w, k1, k3, stats, *scale = edge
       edge_fn = one_op_edge if self.one_op else mixed_edge
-      y, new = edge_fn(lax.dynamic_index_in_dim(nodes, source, keepdims=False), w,
-                          k1.astype(x.dtype), k3.astype(x.dtype), stats, train=self.train,
-                          track_running_stats=self.track_running_stats)
+      inputs = lax.dynamic_index_in_dim(nodes, source, keepdims=False)
+      y, new = edge_fn(inputs[..., :c], w, k1.astype(x.dtype), k3.astype(x.dtype), stats,
+                       train=self.train, track_running_stats=self.track_running_stats)
+      if k > 1:
+        y = channel_shuffle(jnp.concatenate([y, inputs[..., c:]], axis=-1), k)
+      if scale:
+        y = y * scale[0]
       total = lax.dynamic_index_in_dim(nodes, to, keepdims=False) + y
       return lax.dynamic_update_index_in_dim(nodes, total, to, 0), new
 
     # The edges run in order: every edge into node j comes before any edge out of it.
     edges = (tuple(jnp.asarray(v) for v in zip(*EDGES)), weights, conv1x1, conv3x3,
-             {"mean": mean.value, "var": var.value})
+             {"mean": mean.value, "var": var.value}) + (
+                 () if edge_weights is None else (edge_weights.astype(x.dtype),))
     nodes, new = lax.scan(body, nodes, edges)
     if self.train and self.is_mutable_collection("batch_stats") and not self.is_initializing():
       mean.value, var.value = new["mean"], new["var"]
@@ -220,11 +251,12 @@ class _ScannedCell(nn.Module):
   train: bool
   track_running_stats: bool = True
   one_op: bool = False
+  partial_channels: int = 1
 
   @nn.compact
-  def __call__(self, x, weights):
+  def __call__(self, x, weights, edge_weights=None):
     return SearchCell201(self.train, self.track_running_stats, self.one_op,
-                         name="cell")(x, weights), None
+                         self.partial_channels, name="cell")(x, weights, edge_weights), None
 
 
 class ResidualReduction(nn.Module):
@@ -256,6 +288,10 @@ class SearchNetwork201(nn.Module):
       NATS-Bench searches); the other BN layers keep running statistics either way.
     one_op: compute only each edge's argmax op (`one_op_edge`), for relaxations whose
       mixing weights are one-hot in value (GDAS' `relaxations.gumbel_hard`).
+    partial_channels: PC-DARTS' k: each mixed op on 1/k of the channels (`SearchCell201`);
+      1: all (DARTS).
+    edge_normalisation: PC-DARTS' edge weights: each edge's output times its node's softmax
+      of the alphas' "cell_edges" (`node_softmax`), which the relaxation does not see.
   """
 
   channels: int = 16
@@ -265,11 +301,20 @@ class SearchNetwork201(nn.Module):
   dtype: str | None = None
   track_running_stats: bool = True
   one_op: bool = False
+  partial_channels: int = 1
+  edge_normalisation: bool = False
 
   @nn.compact
   def __call__(self, images, alphas, train: bool = True, relax_key=None, epoch=0):
     x = images if self.dtype is None else images.astype(ops.compute_dtype(self.dtype))
     weights = relaxations.relax_all(self.relax, alphas, relax_key, epoch)["cell"]
+    edge_weights = None
+    if self.edge_normalisation:
+      name = "cell" + EDGES_SUFFIX
+      if name not in alphas:
+        raise ValueError(f"SearchNetwork201(edge_normalisation=True) reads alphas[{name!r}], "
+                         "(6,) edge parameters: pass init_alphas(key, edge_normalisation=True).")
+      edge_weights = node_softmax(alphas[name])
     kernel = self.param("stem", ops.torch_uniform(9 * x.shape[-1]),
                         (3, 3, x.shape[-1], self.channels))
     x = ops.BatchNorm(affine=True, name="stem_bn")(ops.conv2d(x, kernel), train)
@@ -279,8 +324,8 @@ class SearchNetwork201(nn.Module):
       cells = nn.scan(_ScannedCell, variable_axes={"params": 0, "batch_stats": 0},
                       split_rngs={"params": True}, in_axes=nn.broadcast,
                       length=self.cells_per_stage)
-      x, _ = cells(train, self.track_running_stats, self.one_op,
-                   name=f"stage_{stage}")(x, weights)
+      x, _ = cells(train, self.track_running_stats, self.one_op, self.partial_channels,
+                   name=f"stage_{stage}")(x, weights, edge_weights)
     x = jax.nn.relu(ops.BatchNorm(affine=True, name="last_bn")(x, train))
     pooled = ops.at_least_float32(jnp.mean(x, axis=(1, 2)))
     c = pooled.shape[-1]
@@ -300,7 +345,9 @@ def init_supernet(model: SearchNetwork201, seed: int, image_shape=(32, 32, 3)):
   """
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                              jnp.zeros((1, *image_shape), jnp.float32),
-                                             init_alphas(jax.random.PRNGKey(0)), train=True))
+                                             init_alphas(jax.random.PRNGKey(0),
+                                                         edge_normalisation=model.edge_normalisation),
+                                             train=True))
   rng = np.random.default_rng(seed)
   classifier_fan_in = shapes["params"]["classifier_kernel"].shape[0]
 

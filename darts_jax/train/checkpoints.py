@@ -630,8 +630,15 @@ def read_run(workdir: str, template):
   if not steps:
     raise CheckpointError(f"{directory} holds no checkpoint: pass the --workdir of a finished "
                           "search.")
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      read_only=True, create=False, save_interval_steps=0), item_names=("state", "meta"))
+  from absl import logging as absl_logging  # Orbax's logger
+
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)  # not its warning that the folder is read-only
+  try:
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+        read_only=True, create=False, save_interval_steps=0), item_names=("state", "meta"))
+  finally:
+    absl_logging.set_verbosity(verbosity)
   failures = []
   try:
     for step in steps:

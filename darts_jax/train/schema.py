@@ -429,11 +429,6 @@ def _partial_channels(config):
   if config.task != "cnn_search":
     return None
   k = config.model.get("partial_channels", 1)
-  for field, used in (("partial_channels", k != 1),
-                      ("edge_normalisation", config.model.get("edge_normalisation", False))):
-    if used and config.search_space == "nas_bench_201":
-      return (f"--config.model.{field} (PC-DARTS) is built into DARTS' supernet only so far: "
-              "use --config.search_space=darts or darts_without_none, or remove it.")
   if k == 1:
     return None
   if config.model.channels % k:
