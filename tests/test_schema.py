@@ -125,8 +125,11 @@ def test_a_missing_field_and_an_unknown_one_are_named():
     ("cifar_fair_darts", {"alpha_optimizer": "sgd"}, "alpha_b1 is Adam's"),
     ("cifar_search", {"model.partial_channels": 4}, None),
     ("cifar_search", {"model.partial_channels": 3}, "must divide --config.model.channels=16"),
-    ("nb201_search", {"model.partial_channels": 2}, "DARTS' supernet only"),
-    ("nb201_search", {"model.edge_normalisation": True}, "edge_normalisation \\(PC-DARTS\\)"),
+    ("nb201_search", {"model.partial_channels": 2}, None),
+    ("nb201_search", {"model.partial_channels": 32}, "must divide --config.model.channels=16"),
+    ("nb201_search", {"model.edge_normalisation": True}, None),
+    ("cifar_darts_pt", {"relaxation": "gumbel_hard"}, "measure what it contributes"),
+    ("cifar_darts_pt", {"hypergradient.method": "single_level"}, "CNN search only"),
 ])
 def test_conditions_between_fields(name, changes, words):
   config = load(name)
