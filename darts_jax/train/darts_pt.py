@@ -214,6 +214,36 @@ def genotype_of(search_space: str, ops, decided: dict, pruned: dict):
   return Genotype(cells["normal"], concat, cells["reduce"], concat).validate()
 
 
+def make_candidates_step(model, prepare, chunk: int):
+  """The evaluation of a decision's candidates on one batch, not yet jitted.
+
+  Args:
+    model: the supernet, taking its mixing weights as its alphas (`relax` the identity).
+    prepare: `prepare(key, batch) -> batch`, the augmentation and normalisation.
+    chunk: the candidates computed at once (`vmap`); the rest follow in the same program
+      (`lax.map`, `cnn_search.over_seeds`).
+  Returns:
+    `step(weights, batch_stats, mixes, key, batch) -> (loss, correct)`: each candidate's
+    summed cross-entropy and number of correct predictions, (C,), for C stacked mixing
+    weights `mixes` ({kind: (C, edges, ops)}), BN on the batch's statistics (training mode,
+    as the release evaluates), the running statistics left as they were.
+  """
+
+  def one(weights, batch_stats, mix, images, labels):
+    logits, _ = model.apply({"params": weights, "batch_stats": batch_stats}, images, mix,
+                            train=True, mutable=["batch_stats"])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return jnp.sum(loss), jnp.sum(jnp.argmax(logits, -1) == labels)
+
+  mapped = cnn_search.over_seeds(one, (None, None, 0, None, None), chunk)
+
+  def step(weights, batch_stats, mixes, key, batch):
+    batch = prepare(key, batch)
+    return mapped(weights, batch_stats, mixes, batch["images"], batch["labels"])
+
+  return step
+
+
 def check_search(config, saved: dict):
   """Refuses (one line) a search workdir whose run is not the supernet `config` projects.
 
@@ -255,6 +285,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   decisions and the last epoch's metrics (NAS-Bench-201: and the cell's accuracies)."""
   space = spaces.get(config.search_space)  # config checked by tasks.preflight (schema.py)
   pc = config.projection
+  # The search, checked before any data is read; its supernet is restored below, read-only.
+  search_dir = config.search_workdir
+  if not os.path.isdir(search_dir):
+    raise ConfigError(f"--config.search_workdir={search_dir} is not a folder: pass the "
+                      "--workdir of a finished search.")
+  saved = _read_config(search_dir)
+  check_search(config, saved)
   dataset = data.load(config.data)
   weight_half, alpha_half = data.search_halves(dataset, config.data)
   if config.batch_size > min(len(weight_half.labels), len(alpha_half.labels)):
@@ -264,14 +301,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   tune_epochs, rounds = schedule(config.search_space, pc.interval)
   kinds = ("cell",) if config.search_space == "nas_bench_201" else ("normal", "reduce")
 
-  # The search's supernet, restored read-only; its config decides the template's optimiser
-  # states (the weights' SGD state is then restarted, as the release builds a new SGD).
-  search_dir = config.search_workdir
-  if not os.path.isdir(search_dir):
-    raise ConfigError(f"--config.search_workdir={search_dir} is not a folder: pass the "
-                      "--workdir of a finished search.")
-  saved = _read_config(search_dir)
-  check_search(config, saved)
+  # The search's config decides the template's optimiser states (the weights' SGD state is
+  # then restarted, as the release builds a new SGD).
   search_config = ml_collections.ConfigDict(saved)
   search_epochs = int(saved["epochs"])
   last_epoch = search_epochs - 1  # the relaxation's epoch (its schedule's end)
@@ -333,20 +364,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         k_step, epoch=last_epoch, update_alphas=bool(pc.update_alphas), **hyper)
     return state._replace(search=search), metrics
 
-  def candidate_loss(weights, batch_stats, mix, images, labels):
-    """One candidate's summed loss and correct count on a batch, BN in training mode."""
-    logits, _ = given.apply({"params": weights, "batch_stats": batch_stats}, images, mix,
-                            train=True, mutable=["batch_stats"])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    return jnp.sum(loss), jnp.sum(jnp.argmax(logits, -1) == labels)
-
-  vmapped = cnn_search.over_seeds(candidate_loss, (None, None, 0, None, None),
-                                  pc.vmap_candidates or len(space.ops))
+  evaluate_candidates = make_candidates_step(given, prepare,
+                                             pc.vmap_candidates or len(space.ops))
 
   def candidates_step(state, mixes, key, batch):
-    batch = prepare(key, batch)
-    return vmapped(state.search.weights, state.search.model_state.shared, mixes,
-                   batch["images"], batch["labels"])
+    return evaluate_candidates(state.search.weights, state.search.model_state.shared, mixes,
+                               key, batch)
 
   def eval_step(state, batch, mask):
     mix = projected(state.search.alphas, state.decided, state.pruned)
