@@ -9,7 +9,8 @@ perturbation, hypergradient, optimisers), through `cnn_search.train_and_evaluate
 `main.py` runs it, on the first `--num-train` CIFAR-10 training images of `--data-dir` (the
 binary format), split in halves between weights and alphas (SNAS, single level, trains on one
 half: the same number of weight steps of the same batch), for `--epochs` epochs: every
-method's schedule (temperatures, ramps, decays) runs its whole course within the budget. The
+method's schedule (temperatures, ramps, decays, PC-DARTS' warm-up as the same share of the
+epochs) runs its whole course within the budget. The
 supernet is NAS-Bench-201's (C=16, 3 stages of 5 cells) unless `--channels` and
 `--cells-per-stage` shrink it. Reported per method: the derived cell, its NAS-Bench-201
 CIFAR-10 test accuracy at 200 epochs from the table the package ships, the supernet's
@@ -30,7 +31,7 @@ from benchmarks.common import measure_in_subprocess, write_results  # noqa: E402
 
 CONFIGS = ("nb201_search:first_order", "nb201_search", "nb201_gdas", "nb201_snas",
            "nb201_drnas", "nb201_fair_darts", "nb201_beta_darts", "nb201_sdarts_rs",
-           "nb201_sdarts_adv", "nb201_darts_minus")
+           "nb201_sdarts_adv", "nb201_darts_minus", "nb201_pc_darts")
 
 
 def run_one(args):
@@ -51,6 +52,9 @@ def run_one(args):
   config.data.name = "cifar10"
   config.data.dir = args.data_dir
   config.data.num_train = args.num_train // 2 if single else args.num_train
+  if "alpha_warmup_epochs" in config:  # PC-DARTS: its warm-up, the same share of the budget
+    config.alpha_warmup_epochs = max(1, round(config.alpha_warmup_epochs * args.epochs
+                                              / config.epochs))
   config.epochs = args.epochs
   config.batch_size = args.batch
   config.model.channels = args.channels

@@ -27,7 +27,7 @@ from benchmarks.common import measure_in_subprocess, write_results  # noqa: E402
 
 CONFIGS = ("nb201_search:first_order", "nb201_search", "nb201_gdas", "nb201_snas", "nb201_drnas",
            "nb201_fair_darts", "nb201_beta_darts", "nb201_sdarts_rs", "nb201_sdarts_adv",
-           "nb201_darts_minus")
+           "nb201_darts_minus", "nb201_pc_darts")
 # `--space darts`: the DARTS-space configs at their own sizes (GDAS' 6 cells; `@layers=8`
 # measures it at DARTS' 8 too).
 DARTS_CONFIGS = ("cifar_search:first_order", "cifar_gdas", "cifar_gdas@layers=8", "cifar_snas",
